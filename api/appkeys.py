@@ -1,0 +1,29 @@
+"""Typed application keys for what the app factory opens once and handlers share."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api.auth import KeyResolver
+from api.realtime.hub import Hub
+from calls.recordings import Recordings
+from calls.service import CallService
+from calls.stores import Stores
+from core.settings import Settings
+from db.keys import ApiKey
+
+SETTINGS = web.AppKey("settings", Settings)
+STORES = web.AppKey("stores", Stores)
+KEYS = web.AppKey("keys", KeyResolver)
+CALLS = web.AppKey("calls", CallService)
+RECORDINGS = web.AppKey("recordings", Recordings)
+HUB = web.AppKey("hub", Hub)
+STARTED_AT = web.AppKey("started_at", float)
+
+# Per request: the caller's key and the request id.
+API_KEY = "api_key"
+REQUEST_ID = "request_id"
+
+
+def api_key(request: web.Request) -> ApiKey:
+    return request[API_KEY]

@@ -1,0 +1,66 @@
+"""`POST /calls`, `GET /calls` and `GET /calls/{id}`: create, list and read calls."""
+
+from __future__ import annotations
+
+import math
+
+from aiohttp import web
+
+from api import appkeys
+from api.handlers.common import base_url, json_body, json_response, path_uuid
+from api.middlewares import rate_limit_headers
+from api.schemas import CreateCall, ListCalls, parse_body, parse_query
+from calls.views import call_body, created_body
+from core.errors import BadRequest
+from db.calls import fetch_calls_page
+
+IDEMPOTENCY_KEY_MAX = 255
+
+
+async def create_call(request: web.Request) -> web.Response:
+    body: CreateCall = parse_body(CreateCall, await json_body(request))
+    idempotency_key = request.headers.get("Idempotency-Key")
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
+        raise BadRequest(f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters")
+    created = await request.app[appkeys.CALLS].create(
+        appkeys.api_key(request),
+        from_number=body.from_,
+        to_number=body.to,
+        metadata=body.metadata,
+        idempotency_key=idempotency_key,
+    )
+    headers = {}
+    if created.grant is not None:
+        grant = created.grant
+        headers = rate_limit_headers(grant.limit, grant.remaining, grant.reset_s)
+    if created.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return json_response(created_body(created.call, base_url(request)), status=201, headers=headers)
+
+
+async def list_calls(request: web.Request) -> web.Response:
+    """`GET /calls`: the key's calls, newest first, a page at a time."""
+    query = parse_query(ListCalls, request.query)
+    key = appkeys.api_key(request)
+    rows, total = await fetch_calls_page(
+        request.app[appkeys.STORES].pool,
+        key.id,
+        status=query.status,
+        limit=query.limit,
+        offset=(query.page - 1) * query.limit,
+    )
+    base = base_url(request)
+    return json_response(
+        {
+            "data": [call_body(row, base) for row in rows],
+            "total": total,
+            "page": query.page,
+            "limit": query.limit,
+            "totalPages": math.ceil(total / query.limit),
+        }
+    )
+
+
+async def get_call(request: web.Request) -> web.Response:
+    call = await request.app[appkeys.CALLS].get(appkeys.api_key(request), path_uuid(request))
+    return json_response(call_body(call, base_url(request)))

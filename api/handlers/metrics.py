@@ -1,0 +1,72 @@
+"""`GET /metrics`: the platform's counters as JSON, or as Prometheus text."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api import appkeys
+from api.handlers.common import json_response
+from core import keys
+from db.metrics import fetch_counters
+
+PROMETHEUS_TYPE = "text/plain; version=0.0.4"
+
+_HELP = {
+    "total_calls": ("counter", "Calls created since the platform started keeping records."),
+    "active_calls": ("gauge", "Calls not yet COMPLETED."),
+    "completed_calls": ("counter", "Calls that reached COMPLETED."),
+    "current_cps": ("gauge", "Calls created in the last second."),
+    "uploads_in_progress": ("gauge", "Recording uploads pending or running."),
+    "uploads_completed": ("counter", "Recording uploads stored."),
+    "uploads_failed": ("counter", "Recording uploads that failed after their last attempt."),
+}
+
+
+async def metrics(request: web.Request) -> web.Response:
+    stores = request.app[appkeys.STORES]
+    row = await fetch_counters(stores.pool)
+    counters = {
+        "total_calls": row["total_calls"],
+        "active_calls": row["active_calls"],
+        "completed_calls": row["total_calls"] - row["active_calls"],
+        "current_cps": row["current_cps"],
+        "uploads_in_progress": row["uploads_in_progress"],
+        "uploads_completed": row["uploads_completed"],
+    }
+    wants_text = request.query.get("format") == "prometheus" or (
+        "text/plain" in request.headers.get("Accept", "")
+        and "application/json" not in request.headers.get("Accept", "")
+    )
+    if not wants_text:
+        return json_response(counters)
+
+    counters["uploads_failed"] = row["uploads_failed"]
+    lines = []
+    for name, value in counters.items():
+        kind, text = _HELP[name]
+        lines += [
+            f"# HELP mockcomms_{name} {text}",
+            f"# TYPE mockcomms_{name} {kind}",
+            f"mockcomms_{name} {value}",
+        ]
+    lines += [
+        "# HELP mockcomms_queue_depth Jobs waiting in each RQ queue.",
+        "# TYPE mockcomms_queue_depth gauge",
+    ]
+    for queue in (keys.TRANSITIONS_QUEUE, keys.UPLOADS_QUEUE):
+        depth = await stores.redis.llen(f"rq:queue:{queue}")
+        lines.append(f'mockcomms_queue_depth{{queue="{queue}"}} {depth}')
+    lines += [
+        "# HELP mockcomms_timers_pending Timers waiting to fall due.",
+        "# TYPE mockcomms_timers_pending gauge",
+        f"mockcomms_timers_pending {await stores.redis.zcard(keys.TIMERS)}",
+        "# HELP mockcomms_open_streams Realtime subscriptions open on this API process.",
+        "# TYPE mockcomms_open_streams gauge",
+        f"mockcomms_open_streams {request.app[appkeys.HUB].open_subscriptions}",
+    ]
+    return web.Response(
+        text="\n".join(lines) + "\n",
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"Content-Type": PROMETHEUS_TYPE + "; charset=utf-8"},
+    )

@@ -1,0 +1,91 @@
+"""Live updates of one call: `GET /calls/{id}/stream` (SSE) and `GET /ws?call_id=` (WebSocket)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import orjson
+from aiohttp import WSMsgType, web
+from aiohttp_sse import sse_response
+
+from api import appkeys
+from api.handlers.common import as_uuid, path_uuid
+from api.middlewares import streams_accept_query_token
+from api.realtime.follow import follow_call
+from core.errors import BadRequest
+
+
+def _last_event_id(request: web.Request) -> int | None:
+    raw = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise BadRequest("Last-Event-ID must be the seq of an event the stream sent")
+    return int(raw)
+
+
+@streams_accept_query_token
+async def call_stream(request: web.Request) -> web.StreamResponse:
+    """SSE: each message's id is its seq, so a reconnect with Last-Event-ID resumes exactly."""
+    call_id = path_uuid(request)
+    after_seq = _last_event_id(request)
+    app = request.app
+    follow = follow_call(
+        app[appkeys.HUB], app[appkeys.STORES].pool, call_id, appkeys.api_key(request).id, after_seq
+    )
+    async with contextlib.aclosing(follow) as messages:
+        # Read the first message before answering, so an unknown call is a plain 404.
+        first = await anext(messages, None)
+        async with sse_response(request, headers={"X-Accel-Buffering": "no"}) as stream:
+            stream.ping_interval = app[appkeys.SETTINGS].stream_ping_s
+            if first is not None:
+                await stream.send(orjson.dumps(first).decode(), id=str(first["seq"]), event="call")
+                async for message in messages:
+                    await stream.send(
+                        orjson.dumps(message).decode(), id=str(message["seq"]), event="call"
+                    )
+    return stream
+
+
+@streams_accept_query_token
+async def call_websocket(request: web.Request) -> web.StreamResponse:
+    """WebSocket: the same messages as JSON text frames; closed (1000) after COMPLETED."""
+    raw_id = request.query.get("call_id")
+    if not raw_id:
+        raise BadRequest("Missing required query parameter: call_id")
+    call_id = as_uuid(raw_id, "call_id")
+    app = request.app
+    follow = follow_call(
+        app[appkeys.HUB], app[appkeys.STORES].pool, call_id, appkeys.api_key(request).id
+    )
+    async with contextlib.aclosing(follow) as messages:
+        first = await anext(messages, None)
+        ws = web.WebSocketResponse(heartbeat=app[appkeys.SETTINGS].stream_ping_s)
+        await ws.prepare(request)
+        # The client says nothing, but reading is how a close is noticed; it ends the send loop.
+        reader = asyncio.create_task(_drain(ws))
+        sender = asyncio.create_task(_send_all(ws, first, messages))
+        try:
+            await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reader, sender):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                    await task
+            await ws.close()
+    return ws
+
+
+async def _drain(ws: web.WebSocketResponse) -> None:
+    async for message in ws:
+        if message.type == WSMsgType.ERROR:
+            break
+
+
+async def _send_all(ws: web.WebSocketResponse, first, messages) -> None:
+    if first is None:
+        return
+    await ws.send_str(orjson.dumps(first).decode())
+    async for message in messages:
+        await ws.send_str(orjson.dumps(message).decode())

@@ -1,0 +1,154 @@
+"""Request id, authentication and the one error format: `{"error": ..., "message": ...}`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+
+import asyncpg
+import orjson
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from api import appkeys
+from api.auth import presented_secret
+from core.errors import (
+    BadRequest,
+    Conflict,
+    DomainError,
+    NotFound,
+    RateLimited,
+    StoreUnavailable,
+    Unauthorized,
+    Unprocessable,
+)
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_STATUS: dict[type[DomainError], int] = {
+    BadRequest: 400,
+    Unauthorized: 401,
+    NotFound: 404,
+    Conflict: 409,
+    Unprocessable: 422,
+    RateLimited: 429,
+    StoreUnavailable: 503,
+}
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def public(handler: Handler) -> Handler:
+    """Mark a handler as open to callers without an API key."""
+    handler.public = True  # type: ignore[attr-defined]
+    return handler
+
+
+def streams_accept_query_token(handler: Handler) -> Handler:
+    """Let a stream handler take the key as `access_token=` (browsers cannot set headers)."""
+    handler.query_token = True  # type: ignore[attr-defined]
+    return handler
+
+
+def error_response(
+    status: int, message: str, *, error: str | None = None, headers=None
+) -> web.Response:
+    body = orjson.dumps({"error": error or HTTPStatus(status).phrase, "message": message})
+    return web.Response(body=body, status=status, content_type="application/json", headers=headers)
+
+
+def rate_limit_headers(limit: int, remaining: int, reset_s: int) -> dict[str, str]:
+    return {
+        "RateLimit-Limit": str(limit),
+        "RateLimit-Remaining": str(remaining),
+        "RateLimit-Reset": str(reset_s),
+    }
+
+
+@web.middleware
+async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+    given = request.headers.get("X-Request-ID", "")
+    request[appkeys.REQUEST_ID] = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    response = await handler(request)
+    if not response.prepared:
+        response.headers["X-Request-ID"] = request[appkeys.REQUEST_ID]
+    return response
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map domain errors, aiohttp's own HTTP errors and store outages to the JSON error shape."""
+    try:
+        return await handler(request)
+    except RateLimited as exc:
+        headers = rate_limit_headers(exc.limit, exc.remaining, exc.reset_s) | {
+            "Retry-After": str(exc.reset_s)
+        }
+        return error_response(429, exc.message, error="Rate limit exceeded", headers=headers)
+    except DomainError as exc:
+        status = next(code for kind, code in _STATUS.items() if isinstance(exc, kind))
+        return error_response(status, exc.message)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[appkeys.SETTINGS].max_body_bytes
+        return error_response(413, f"Request body is larger than the limit of {limit} bytes")
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return error_response(
+            405, f"{request.method} is not allowed here; use {allowed}", headers={"Allow": allowed}
+        )
+    except web.HTTPNotFound:
+        return error_response(404, f"No route for {request.method} {request.path}")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(
+            exc.status,
+            exc.text or exc.reason,
+            headers={"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None,
+        )
+    except (
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        asyncpg.CannotConnectNowError,
+        asyncpg.TooManyConnectionsError,
+        ConnectionError,
+        OSError,
+    ) as exc:
+        log.warning("PostgreSQL unavailable: %r", exc)
+        return error_response(
+            503, "PostgreSQL is unavailable; try again shortly", headers={"Retry-After": "1"}
+        )
+    except RedisError as exc:
+        log.warning("Redis unavailable: %r", exc)
+        return error_response(
+            503, "Redis is unavailable; try again shortly", headers={"Retry-After": "1"}
+        )
+    except TimeoutError:
+        log.warning("store timed out on %s %s", request.method, request.path)
+        return error_response(
+            503, "A store did not answer in time; try again shortly", headers={"Retry-After": "1"}
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "Internal error; the request id is in X-Request-ID")
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Resolve the caller's key, except on public routes; unknown routes stay 404/405."""
+    match_info = request.match_info
+    if match_info.http_exception is not None:
+        raise match_info.http_exception
+    target = match_info.handler
+    if getattr(target, "public", False):
+        return await handler(request)
+    secret = presented_secret(request, allow_query=getattr(target, "query_token", False))
+    request[appkeys.API_KEY] = await request.app[appkeys.KEYS].resolve(secret)
+    return await handler(request)

@@ -1,0 +1,1 @@
+"""Realtime delivery: one Redis subscription per process, fanned out in memory."""

@@ -1,0 +1,133 @@
+"""One Redis subscription per API process, fanned out in memory to the streams it serves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from core import keys
+
+log = logging.getLogger(__name__)
+
+# Put in a subscription's queue when messages may have been missed (queue overflow, lost
+# Redis connection): the follower then reads the gap from PostgreSQL.
+RESYNC: dict[str, Any] = {"resync": True}
+
+
+class Subscription:
+    """The messages of one call (or of every call of a key) for one stream."""
+
+    def __init__(self, size: int) -> None:
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=size)
+
+    def offer(self, message: dict[str, Any]) -> None:
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            # A slow reader: drop what it has not read and let it catch up from history.
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(RESYNC)
+
+    async def get(self) -> dict[str, Any]:
+        return await self.queue.get()
+
+
+class Hub:
+    def __init__(self, redis: Redis, queue_size: int = 256) -> None:
+        self._redis = redis
+        self._queue_size = queue_size
+        self._by_call: defaultdict[str, set[Subscription]] = defaultdict(set)
+        self._by_key: defaultdict[str, set[Subscription]] = defaultdict(set)
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    @property
+    def open_subscriptions(self) -> int:
+        return sum(map(len, self._by_call.values())) + sum(map(len, self._by_key.values()))
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="hub")
+        # Streams opened before the subscription is live could miss a message: wait for it.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._subscribed.wait(), timeout=5)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @contextlib.contextmanager
+    def call(self, call_id: str):
+        """Subscribe to one call's messages for the life of the `with` block."""
+        sub = Subscription(self._queue_size)
+        self._by_call[call_id].add(sub)
+        try:
+            yield sub
+        finally:
+            self._discard(self._by_call, call_id, sub)
+
+    @contextlib.contextmanager
+    def key(self, key_id: str):
+        """Subscribe to the messages of every call of an API key."""
+        sub = Subscription(self._queue_size)
+        self._by_key[key_id].add(sub)
+        try:
+            yield sub
+        finally:
+            self._discard(self._by_key, key_id, sub)
+
+    @staticmethod
+    def _discard(index: defaultdict[str, set[Subscription]], name: str, sub: Subscription) -> None:
+        subs = index.get(name)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del index[name]
+
+    def dispatch(self, payload: bytes) -> None:
+        message = orjson.loads(payload)
+        key_id = message.pop("key_id", None)
+        for sub in self._by_call.get(message["call_id"], ()):
+            sub.offer(message)
+        for sub in self._by_key.get(key_id, ()):
+            sub.offer(message)
+
+    def _resync_all(self) -> None:
+        for index in (self._by_call, self._by_key):
+            for subs in index.values():
+                for sub in subs:
+                    sub.offer(RESYNC)
+
+    async def _listen(self) -> None:
+        backoff_s = 0.1
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(keys.EVENTS_CHANNEL)
+                if self._subscribed.is_set():
+                    self._resync_all()  # messages published while we were away are in history
+                self._subscribed.set()
+                backoff_s = 0.1
+                while True:
+                    item = await pubsub.get_message(timeout=None)
+                    if item is not None and item["type"] == "message":
+                        try:
+                            self.dispatch(item["data"])
+                        except (ValueError, KeyError):
+                            log.exception("dropping malformed pub/sub message")
+            except (RedisError, OSError) as exc:
+                log.warning("realtime subscription lost (%s); reconnecting", exc)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 5.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()

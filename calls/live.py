@@ -1,0 +1,35 @@
+"""The live view of each call in Redis: written forward-only by seq, read by GET and streams."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from calls.views import call_from_live, live_fields
+from core import keys
+
+_SCRIPT = (Path(__file__).parent / "live.lua").read_text()
+# How long an ended call stays in Redis; reads after that come from PostgreSQL.
+ENDED_TTL_MS = 60 * 60 * 1000
+
+
+class LiveState:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._write = redis.register_script(_SCRIPT)
+
+    async def write(self, pipe: Pipeline, row: Mapping[str, Any]) -> None:
+        """Queue on `pipe` the write of a call row from PostgreSQL, unless Redis has newer."""
+        ttl_ms = ENDED_TTL_MS if row["status"] == "COMPLETED" else 0
+        pairs = [item for pair in live_fields(row).items() for item in pair]
+        await self._write(
+            keys=[keys.call_state(row["call_id"])], args=[row["seq"], ttl_ms, *pairs], client=pipe
+        )
+
+    async def read(self, call_id: str) -> dict[str, Any] | None:
+        fields = await self._redis.hgetall(keys.call_state(call_id))
+        return call_from_live(fields) if fields else None

@@ -1,0 +1,103 @@
+"""Uploading a completed call's recording: claimed, stored, counted; retried with backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+from redis.exceptions import RedisError
+
+from calls.live import LiveState
+from calls.storage import LocalStorage, RecordingStorage
+from calls.stores import Stores
+from calls.timers import Timers
+from core import keys
+from db import recordings as db_recordings
+
+log = logging.getLogger(__name__)
+
+
+class UploadFailed(Exception):
+    pass
+
+
+def recording_path(call_id: str) -> str:
+    """The API route that serves a call's recording to its owner."""
+    return f"/calls/{call_id}/recording"
+
+
+class Recordings:
+    def __init__(
+        self,
+        stores: Stores,
+        storage: RecordingStorage | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._stores = stores
+        settings = stores.settings
+        self._storage = storage or LocalStorage(settings.recordings_dir)
+        self._source = Path(settings.recording_source).resolve()
+        self._live = LiveState(stores.redis)
+        self._rng = rng or random.Random()
+
+    def backoff_ms(self, attempt: int) -> int:
+        """Exponential backoff with ±20% jitter: base, 2×base, 4×base… after the time scale."""
+        base = self._stores.settings.upload_backoff_base_ms * 2 ** (attempt - 1)
+        return self._stores.settings.scaled_ms(base * self._rng.uniform(0.8, 1.2))
+
+    def _store(self, call_id: str) -> str:
+        if self._rng.random() < self._stores.settings.upload_failure_probability:
+            raise UploadFailed("injected upload failure (UPLOAD_FAILURE_PROBABILITY)")
+        return self._storage.put(call_id, self._source)
+
+    async def upload(self, call_ids: Sequence[str]) -> dict[str, int]:
+        """Attempt the uploads of `call_ids`; returns how many were stored, retried and failed.
+
+        Only pending uploads are claimed, so a duplicate timer does nothing. A failed attempt is
+        given back with a retry time (and a timer), or marked failed after the last attempt.
+        """
+        settings = self._stores.settings
+        pool = self._stores.pool
+        claimed = await db_recordings.claim_uploads(pool, call_ids)
+        stored: list[tuple[str, str, str]] = []
+        counts = {"uploaded": 0, "retrying": 0, "failed": 0}
+        for claim in claimed:
+            call_id = claim["call_id"]
+            try:
+                storage_key = await asyncio.to_thread(self._store, call_id)
+            except Exception as exc:
+                retry_in = self.backoff_ms(claim["attempts"])
+                outcome = await db_recordings.fail_upload(
+                    pool, call_id, str(exc), settings.upload_max_attempts, retry_in
+                )
+                if outcome is None:
+                    continue
+                log.warning("upload of %s failed (attempt %d): %s", call_id, claim["attempts"], exc)
+                if outcome["status"] == "pending":
+                    counts["retrying"] += 1
+                    await Timers.schedule(
+                        self._stores.redis, keys.upload_timer(call_id), outcome["next_attempt_ms"]
+                    )
+                else:
+                    counts["failed"] += 1
+                continue
+            stored.append((call_id, storage_key, recording_path(call_id)))
+
+        if stored:
+            async with pool.acquire() as conn:
+                rows = await db_recordings.finish_uploads(conn, stored)
+            counts["uploaded"] = len(rows)
+            try:
+                async with self._stores.redis.pipeline(transaction=False) as pipe:
+                    for row in rows:
+                        await self._live.write(pipe, row)
+                    await pipe.execute()
+            except RedisError:
+                log.exception("live update after upload failed; GET reads the URL from PostgreSQL")
+        return counts
+
+    def path_of(self, storage_key: str) -> Path | None:
+        return self._storage.path_of(storage_key)

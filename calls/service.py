@@ -1,0 +1,121 @@
+"""Creating and reading simulated calls: the work behind `POST /calls` and `GET /calls/{id}`."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from calls.live import LiveState
+from calls.stores import Stores
+from calls.transitions import Transitions
+from core.errors import NotFound, Unprocessable
+from core.lifecycle import Event
+from core.limiter import Grant, Limiter
+from db import calls as db_calls
+from db.keys import ApiKey
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    call: Mapping[str, Any]
+    # True when an Idempotency-Key matched an earlier request: nothing new was created.
+    replayed: bool
+    grant: Grant | None
+
+
+def request_fingerprint(body: Mapping[str, Any]) -> bytes:
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).digest()
+
+
+class CallService:
+    def __init__(self, stores: Stores, transitions: Transitions) -> None:
+        self._stores = stores
+        self._limiter = Limiter(stores.redis)
+        self._live = LiveState(stores.redis)
+        self._transitions = transitions
+
+    async def create(
+        self,
+        key: ApiKey,
+        *,
+        from_number: str,
+        to_number: str,
+        metadata: dict[str, Any],
+        idempotency_key: str | None = None,
+    ) -> Created:
+        """Create a simulated call within the key's limits and start its timers.
+
+        The call is committed to PostgreSQL before this returns. A request refused by a limit, or
+        repeating an Idempotency-Key, takes no limit slot.
+        """
+        settings = self._stores.settings
+        fingerprint = None
+        if idempotency_key is not None:
+            fingerprint = request_fingerprint(
+                {"from": from_number, "to": to_number, "metadata": metadata}
+            )
+            earlier = await self._replay(key, idempotency_key, fingerprint)
+            if earlier is not None:
+                return earlier
+
+        call_id = str(uuid.uuid4())
+        grant = await self._limiter.acquire(
+            key.id,
+            call_id,
+            key.max_concurrent_calls or settings.max_concurrent_calls_per_key,
+            key.max_cps or settings.max_cps_per_key,
+        )
+        try:
+            row = await db_calls.insert_call(
+                self._stores.pool,
+                call_id=call_id,
+                key_id=key.id,
+                kind="simulated",
+                from_number=from_number,
+                to_number=to_number,
+                metadata=metadata,
+                idempotency_key=idempotency_key,
+                request_hash=fingerprint,
+            )
+        except BaseException:
+            await self._limiter.undo(key.id, call_id)
+            raise
+        if row is None:
+            # A concurrent request with the same Idempotency-Key committed first.
+            await self._limiter.undo(key.id, call_id)
+            earlier = await self._replay(key, idempotency_key or "", fingerprint)
+            assert earlier is not None
+            return earlier
+
+        created = dict(row) | {"previous_status": None, "event": Event.CALL_INITIATED.value}
+        await self._transitions.publish_committed([created])
+        return Created(created, replayed=False, grant=grant)
+
+    async def _replay(
+        self, key: ApiKey, idempotency_key: str, fingerprint: bytes | None
+    ) -> Created | None:
+        found = await db_calls.fetch_idempotent_call(self._stores.pool, key.id, idempotency_key)
+        if found is None:
+            return None
+        row, earlier_fingerprint = found
+        if earlier_fingerprint != fingerprint:
+            raise Unprocessable("Idempotency-Key was already used with a different request body")
+        return Created(dict(row), replayed=True, grant=None)
+
+    async def get(self, key: ApiKey, call_id: str) -> Mapping[str, Any]:
+        """The call as it is now: the live view when Redis has it, else PostgreSQL."""
+        live = await self._live.read(call_id)
+        # Between COMPLETED and its upload the URL is due any moment; PostgreSQL has it first.
+        if live is not None and (live["status"] != "COMPLETED" or live["recording_url"]):
+            if live["key_id"] != key.id:
+                raise NotFound("Call not found")
+            return live
+        row = await db_calls.fetch_call(self._stores.pool, call_id, key.id)
+        if row is None:
+            raise NotFound("Call not found")
+        return row

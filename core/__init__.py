@@ -1,0 +1,1 @@
+"""What every mock-comms process shares: settings, the lifecycle, Redis keys and time helpers."""

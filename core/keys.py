@@ -1,0 +1,54 @@
+"""Every Redis key and channel name, in one place.
+
+Keys of one call or one API key carry it in a {hash tag}, so under Redis Cluster a call's live
+state stays on one shard and the limiter's two keys of one API key share a slot.
+"""
+
+from __future__ import annotations
+
+PREFIX = "mc"
+
+# Pub/sub channel of every transition; each API process holds one subscription to it.
+EVENTS_CHANNEL = f"{PREFIX}:events"
+# Sorted set of due timers, scored by due time in epoch ms.
+TIMERS = f"{PREFIX}:timers"
+# The scheduler's leader lock.
+SCHEDULER_LOCK = f"{PREFIX}:scheduler:leader"
+
+# RQ queue names.
+TRANSITIONS_QUEUE = "transitions"
+UPLOADS_QUEUE = "uploads"
+
+
+def call_state(call_id: str) -> str:
+    """Hash with the live view of one call."""
+    return f"{PREFIX}:call:{{{call_id}}}"
+
+
+def leases(key_id: str) -> str:
+    """Sorted set of the active calls of an API key (concurrency), scored by acquire time ms."""
+    return f"{PREFIX}:key:{{{key_id}}}:leases"
+
+
+def rate_window(key_id: str) -> str:
+    """Sorted set of the calls an API key created in the last second, scored by time ms."""
+    return f"{PREFIX}:key:{{{key_id}}}:rate"
+
+
+def lease_keys_pattern() -> str:
+    return f"{PREFIX}:key:{{*}}:leases"
+
+
+# Timer members: "<kind>:<call id>[:<state>]".
+ADVANCE = "adv"
+UPLOAD = "upl"
+
+
+def advance_timer(call_id: str, status: str) -> str:
+    """Timer that moves a simulated call on from `status`; stale once the call has moved."""
+    return f"{ADVANCE}:{call_id}:{status}"
+
+
+def upload_timer(call_id: str) -> str:
+    """Timer that (re)tries the recording upload of a call."""
+    return f"{UPLOAD}:{call_id}"

@@ -1,0 +1,62 @@
+"""Per-key call limits: concurrency leases and a per-second window, taken in one Redis script."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from core import keys
+from core.errors import RateLimited
+
+WINDOW_MS = 1_000
+_SCRIPT = (Path(__file__).parent / "limiter.lua").read_text()
+
+_GRANTED, _TOO_MANY_ACTIVE, _TOO_FAST = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A taken slot; limit/remaining/reset_s describe the per-second window for RateLimit-*."""
+
+    limit: int
+    remaining: int
+    reset_s: int
+
+
+class Limiter:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._acquire = redis.register_script(_SCRIPT)
+
+    async def acquire(self, key_id: str, call_id: str, max_active: int, max_cps: int) -> Grant:
+        """Take a lease and a rate slot for `call_id`, or raise RateLimited having taken nothing."""
+        code, limit, remaining, reset_ms = await self._acquire(
+            keys=[keys.leases(key_id), keys.rate_window(key_id)],
+            args=[call_id, max_active, max_cps, WINDOW_MS],
+        )
+        reset_s = max(1, math.ceil(int(reset_ms) / 1000))
+        if code == _TOO_MANY_ACTIVE:
+            raise RateLimited(
+                f"Maximum concurrent calls reached ({max_active})",
+                limit=int(limit),
+                remaining=0,
+                reset_s=reset_s,
+            )
+        if code == _TOO_FAST:
+            raise RateLimited(
+                f"Calls per second limit exceeded ({max_cps})",
+                limit=int(limit),
+                remaining=0,
+                reset_s=reset_s,
+            )
+        return Grant(limit=int(limit), remaining=int(remaining), reset_s=reset_s)
+
+    async def undo(self, key_id: str, call_id: str) -> None:
+        """Give back both slots of a call that was never created (its insert failed)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(keys.leases(key_id), call_id)
+            pipe.zrem(keys.rate_window(key_id), call_id)
+            await pipe.execute()

@@ -1,0 +1,124 @@
+"""The one settings object, from the environment and `.env` (the original service's names kept)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+from urllib.parse import quote
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = 3000
+    public_base_url: str = ""
+    max_body_bytes: int = 64 * 1024
+    log_level: str = "INFO"
+
+    # PostgreSQL: DATABASE_URL wins over the POSTGRES_* parts.
+    database_url: str = ""
+    postgres_host: str = "localhost"
+    postgres_port: int = 5432
+    postgres_db: str = "mock_communications"
+    postgres_user: str = "postgres"
+    postgres_password: str = "postgres"
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+
+    # Redis: REDIS_URL wins over REDIS_HOST / REDIS_PORT.
+    redis_url: str = ""
+    redis_host: str = "localhost"
+    redis_port: int = 6379
+
+    # Keys and limits
+    valid_api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["test-api-key-1", "test-api-key-2", "demo-key"]
+    )
+    max_concurrent_calls_per_key: int = Field(default=3, ge=1)
+    max_cps_per_key: int = Field(default=2, ge=1)
+    api_key_cache_ttl_ms: int = 5_000
+
+    # Lifecycle of simulated calls: delays in ms before each timed transition.
+    ring_delay_min_ms: int = 1_000
+    ring_delay_max_ms: int = 2_000
+    answer_delay_min_ms: int = 3_000
+    answer_delay_max_ms: int = 5_000
+    talk_delay_min_ms: int = 2_000
+    talk_delay_max_ms: int = 4_000
+    unanswered_delay_min_ms: int = 1_000
+    unanswered_delay_max_ms: int = 2_000
+    answer_probability: float = Field(default=0.7, ge=0.0, le=1.0)
+    # Multiplies every lifecycle delay and backoff: 0.01 runs a call's life in ~0.1 s.
+    time_scale: float = Field(default=1.0, gt=0.0)
+
+    # Recordings
+    recording_source: str = "assets/recording.wav"
+    recordings_dir: str = "data/recordings"
+    upload_max_attempts: int = Field(default=5, ge=1)
+    upload_backoff_base_ms: int = 500
+    # Fault injection for tests and demos: share of upload attempts that fail.
+    upload_failure_probability: float = Field(default=0.0, ge=0.0, le=1.0)
+
+    # Scheduler
+    scheduler_poll_ms: int = 10
+    # Most timers taken per pass, and most items per RQ job (batches keep jobs/s low).
+    scheduler_batch_size: int = 500
+    job_batch_size: int = 100
+    scheduler_lock_ttl_ms: int = 5_000
+    reconcile_interval_ms: int = 2_000
+    # A call whose state is older than its longest timer plus this grace, with no timer, is resumed.
+    reconcile_grace_ms: int = 5_000
+    # A limit lease older than this is checked against PostgreSQL and dropped if its call ended.
+    lease_check_after_ms: int = 10_000
+
+    # Realtime
+    stream_ping_s: float = 15.0
+    stream_queue_size: int = 256
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_keys(cls, data: dict) -> dict:
+        for name in ("valid_api_keys", "VALID_API_KEYS"):
+            raw = data.get(name) if isinstance(data, dict) else None
+            if isinstance(raw, str):
+                data[name] = [k.strip() for k in raw.split(",") if k.strip()]
+        return data
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> Settings:
+        for stage in ("ring", "answer", "talk", "unanswered"):
+            low, high = (
+                getattr(self, f"{stage}_delay_min_ms"),
+                getattr(self, f"{stage}_delay_max_ms"),
+            )
+            if not 0 <= low <= high:
+                raise ValueError(f"{stage}_delay_min_ms must be >= 0 and <= {stage}_delay_max_ms")
+        return self
+
+    @property
+    def dsn(self) -> str:
+        if self.database_url:
+            return self.database_url
+        user, password = quote(self.postgres_user), quote(self.postgres_password)
+        return (
+            f"postgresql://{user}:{password}@{self.postgres_host}:{self.postgres_port}"
+            f"/{self.postgres_db}"
+        )
+
+    @property
+    def redis_dsn(self) -> str:
+        return self.redis_url or f"redis://{self.redis_host}:{self.redis_port}/0"
+
+    def scaled_ms(self, ms: float) -> int:
+        """A lifecycle delay after the global time scale."""
+        return max(0, round(ms * self.time_scale))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,111 @@
+"""Recording uploads: claimed, finished or failed per call, so every attempt is counted exactly."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from db.calls import CALL_COLUMNS, Executor
+
+
+async def claim_uploads(conn: Executor, call_ids: Sequence[str]) -> list[asyncpg.Record]:
+    """Mark pending uploads as uploading and count the attempt; others are skipped (duplicates)."""
+    return await conn.fetch(
+        """
+        UPDATE recordings SET status = 'uploading', attempts = attempts + 1, updated_at = now()
+         WHERE call_id = ANY($1::uuid[]) AND status = 'pending'
+        RETURNING call_id::text, attempts
+        """,
+        list(call_ids),
+    )
+
+
+async def finish_uploads(
+    conn: asyncpg.Connection, done: Sequence[tuple[str, str, str]]
+) -> list[asyncpg.Record]:
+    """Record uploaded (call id, storage key, url) triples; returns the updated calls."""
+    async with conn.transaction():
+        await conn.execute(
+            """
+            UPDATE recordings r SET status = 'uploaded', storage_key = d.storage_key,
+                   last_error = NULL, updated_at = now()
+              FROM unnest($1::uuid[], $2::text[]) AS d(call_id, storage_key)
+             WHERE r.call_id = d.call_id AND r.status = 'uploading'
+            """,
+            [d[0] for d in done],
+            [d[1] for d in done],
+        )
+        return await conn.fetch(
+            f"""
+            UPDATE calls c SET recording_url = d.url, updated_at = now()
+              FROM unnest($1::uuid[], $2::text[]) AS d(call_id, url)
+             WHERE c.id = d.call_id
+            RETURNING {CALL_COLUMNS}
+            """,
+            [d[0] for d in done],
+            [d[2] for d in done],
+        )
+
+
+async def fail_upload(
+    conn: Executor, call_id: str, error: str, max_attempts: int, retry_in_ms: int
+) -> asyncpg.Record | None:
+    """Give the attempt back as pending with a retry time, or as failed after the last attempt."""
+    return await conn.fetchrow(
+        """
+        UPDATE recordings
+           SET status = CASE WHEN attempts >= $3 THEN 'failed' ELSE 'pending' END,
+               next_attempt_at = now() + make_interval(secs => $4::float8 / 1000),
+               last_error = $2, updated_at = now()
+         WHERE call_id = $1 AND status = 'uploading'
+        RETURNING status, (extract(epoch FROM next_attempt_at) * 1000)::bigint AS next_attempt_ms
+        """,
+        call_id,
+        error[:500],
+        max_attempts,
+        retry_in_ms,
+    )
+
+
+async def fetch_stranded_uploads(
+    conn: Executor, pending_grace_ms: int, uploading_stale_ms: int, limit: int
+) -> list[asyncpg.Record]:
+    """Uploads whose timer or worker was lost: overdue pending ones and long-running attempts."""
+    return await conn.fetch(
+        """
+        SELECT call_id::text, status FROM recordings
+         WHERE (status = 'pending'
+                AND next_attempt_at < now() - make_interval(secs => $1::float8 / 1000))
+            OR (status = 'uploading'
+                AND updated_at < now() - make_interval(secs => $2::float8 / 1000))
+         ORDER BY next_attempt_at
+         LIMIT $3
+        """,
+        pending_grace_ms,
+        uploading_stale_ms,
+        limit,
+    )
+
+
+async def reopen_uploads(conn: Executor, call_ids: Sequence[str]) -> None:
+    """Put attempts whose worker died back to pending (the attempt stays counted)."""
+    await conn.execute(
+        """
+        UPDATE recordings SET status = 'pending', updated_at = now()
+         WHERE call_id = ANY($1::uuid[]) AND status = 'uploading'
+        """,
+        list(call_ids),
+    )
+
+
+async def fetch_recording(conn: Executor, call_id: str, key_id: str) -> asyncpg.Record | None:
+    """The call's uploaded recording, if the call belongs to `key_id`."""
+    return await conn.fetchrow(
+        """
+        SELECT r.storage_key FROM recordings r JOIN calls c ON c.id = r.call_id
+         WHERE r.call_id = $1 AND c.api_key_id = $2 AND r.status = 'uploaded'
+        """,
+        call_id,
+        key_id,
+    )

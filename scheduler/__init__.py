@@ -1,0 +1,1 @@
+"""Timers at millisecond resolution handed to the workers in batches, and upkeep; one active."""

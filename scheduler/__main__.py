@@ -1,0 +1,116 @@
+"""`python -m scheduler`: the timer pump and the upkeep loop, while this scheduler leads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from redis import Redis as SyncRedis
+from redis.exceptions import RedisError
+
+from calls.stores import Stores
+from core.clock import now_ms
+from core.settings import Settings, get_settings
+from scheduler.dispatch import Dispatcher
+from scheduler.leader import LeaderLock
+from scheduler.upkeep import Upkeep
+
+log = logging.getLogger("scheduler")
+
+
+class Scheduler:
+    def __init__(self, settings: Settings, stores: Stores) -> None:
+        self._settings = settings
+        self._stores = stores
+        self._lock = LeaderLock(stores.redis, settings.scheduler_lock_ttl_ms)
+        self._dispatcher = Dispatcher(
+            settings, stores.redis, SyncRedis.from_url(settings.redis_dsn)
+        )
+        self._upkeep = Upkeep(stores)
+        self._leading = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(job()) for job in (self._lead, self._pump, self._tend)]
+        await self._stopping.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(RedisError):
+            await self._lock.release()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _lead(self) -> None:
+        """Hold or seek the lock every third of its lifetime."""
+        while True:
+            try:
+                leading = await self._lock.hold()
+            except RedisError as exc:
+                log.warning("cannot reach Redis for the leader lock: %s", exc)
+                leading = False
+            if leading and not self._leading.is_set():
+                log.info("leading (token %s)", self._lock.token[:8])
+                self._leading.set()
+            elif not leading and self._leading.is_set():
+                log.warning("lost the lead; standing by")
+                self._leading.clear()
+            elif not leading:
+                log.debug("standing by")
+            await asyncio.sleep(self._lock.ttl_ms / 3000)
+
+    async def _pump(self) -> None:
+        poll_s = self._settings.scheduler_poll_ms / 1000
+        while True:
+            await self._leading.wait()
+            try:
+                taken, next_due = await self._dispatcher.pass_once()
+            except Exception:
+                log.exception("timer pass failed")
+                await asyncio.sleep(1)
+                continue
+            if taken == self._settings.scheduler_batch_size:
+                continue  # more is due right now
+            # Wake for the next timer if it falls due before the next poll.
+            until_next_s = (next_due - now_ms()) / 1000 if next_due is not None else poll_s
+            await asyncio.sleep(min(poll_s, max(0.0, until_next_s)))
+
+    async def _tend(self) -> None:
+        interval_s = self._settings.reconcile_interval_ms / 1000
+        while True:
+            await self._leading.wait()
+            try:
+                await self._upkeep.run_once()
+            except Exception:
+                log.exception("upkeep pass failed")
+            await asyncio.sleep(interval_s)
+
+
+async def _main() -> None:
+    settings = get_settings()
+    stores = await Stores.open(settings, pool_max=4)
+    scheduler = Scheduler(settings, stores)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, scheduler.stop)
+    try:
+        await scheduler.run()
+    finally:
+        await stores.close()
+
+
+def main() -> int:
+    settings = get_settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s scheduler %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(_main())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Upkeep from the system of record: resume calls and uploads whose timers were lost, and
+reclaim or rebuild limit leases, so a flushed Redis or a killed worker loses nothing."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from calls.live import LiveState
+from calls.stores import Stores
+from calls.timers import Timers
+from core import keys
+from core.clock import now_ms, to_ms
+from core.lifecycle import Status, longest_delay_ms
+from db import calls as db_calls
+from db import recordings as db_recordings
+
+log = logging.getLogger(__name__)
+
+# Rows looked at per pass; a backlog larger than this is worked off over several passes.
+PASS_LIMIT = 1_000
+
+
+@dataclass(slots=True)
+class UpkeepReport:
+    calls_resumed: int = 0
+    uploads_resumed: int = 0
+    leases_reclaimed: int = 0
+    leases_restored: int = 0
+
+
+class Upkeep:
+    def __init__(self, stores: Stores) -> None:
+        self._stores = stores
+        self._timers = Timers(stores.redis)
+        self._live = LiveState(stores.redis)
+
+    async def run_once(self) -> UpkeepReport:
+        report = UpkeepReport()
+        report.calls_resumed = await self.resume_calls()
+        report.uploads_resumed = await self.resume_uploads()
+        report.leases_reclaimed, report.leases_restored = await self.mend_leases()
+        if any(
+            (
+                report.calls_resumed,
+                report.uploads_resumed,
+                report.leases_reclaimed,
+                report.leases_restored,
+            )
+        ):
+            log.info("upkeep: %s", report)
+        return report
+
+    async def resume_calls(self) -> int:
+        """Re-arm simulated calls that rest in a state past its longest timer with none waiting."""
+        settings = self._stores.settings
+        grace = settings.reconcile_grace_ms
+        rows = await db_calls.fetch_stale_active_calls(self._stores.pool, grace, PASS_LIMIT)
+        now = now_ms()
+        overdue = [
+            row
+            for row in rows
+            if row["status"] != Status.ON_HOLD
+            and now - to_ms(row["status_changed_at"])
+            > longest_delay_ms(Status(row["status"]), settings) + grace
+        ]
+        members = [keys.advance_timer(row["call_id"], row["status"]) for row in overdue]
+        waiting = await self._timers.pending(members)
+        lost = [
+            (row, member)
+            for row, member, wait in zip(overdue, members, waiting, strict=True)
+            if not wait
+        ]
+        if lost:
+            async with self._stores.redis.pipeline(transaction=False) as pipe:
+                for row, member in lost:
+                    await self._live.write(pipe, row)
+                    Timers.schedule(pipe, member, now)
+                await pipe.execute()
+        return len(lost)
+
+    async def resume_uploads(self) -> int:
+        """Re-arm uploads whose timer was lost, and attempts whose worker died."""
+        settings = self._stores.settings
+        grace = settings.reconcile_grace_ms
+        # An attempt takes one file copy; one still "uploading" after a minute lost its worker.
+        rows = await db_recordings.fetch_stranded_uploads(
+            self._stores.pool, grace, max(grace, 60_000), PASS_LIMIT
+        )
+        if not rows:
+            return 0
+        members = [keys.upload_timer(row["call_id"]) for row in rows]
+        waiting = await self._timers.pending(members)
+        lost = [row for row, wait in zip(rows, waiting, strict=True) if not wait]
+        await db_recordings.reopen_uploads(
+            self._stores.pool, [row["call_id"] for row in lost if row["status"] == "uploading"]
+        )
+        now = now_ms()
+        async with self._stores.redis.pipeline(transaction=False) as pipe:
+            for row in lost:
+                Timers.schedule(pipe, keys.upload_timer(row["call_id"]), now)
+            await pipe.execute()
+        return len(lost)
+
+    async def mend_leases(self) -> tuple[int, int]:
+        """Drop leases of calls that ended (a worker died before releasing them) and restore
+        leases of active calls that Redis lost. Returns (reclaimed, restored)."""
+        redis, pool = self._stores.redis, self._stores.pool
+        settings = self._stores.settings
+        cutoff = now_ms() - settings.lease_check_after_ms
+        reclaimed = 0
+        async for lease_key in redis.scan_iter(match=keys.lease_keys_pattern(), count=500):
+            old = [m.decode() for m in await redis.zrangebyscore(lease_key, "-inf", cutoff)]
+            if not old:
+                continue
+            ended = await db_calls.fetch_ended_among(pool, old)
+            if ended:
+                reclaimed += await redis.zrem(lease_key, *ended)
+
+        restored = 0
+        active = await db_calls.fetch_active_by_key(pool)
+        if active:
+            async with redis.pipeline(transaction=False) as pipe:
+                for row in active:
+                    pipe.zadd(
+                        keys.leases(row["key_id"]),
+                        {row["call_id"]: to_ms(row["created_at"])},
+                        nx=True,
+                    )
+                restored = sum(await pipe.execute())
+        return reclaimed, restored

@@ -1,0 +1,1 @@
+"""RQ workers (non-forking): move due calls on and upload recordings, in batches."""

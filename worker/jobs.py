@@ -1,0 +1,34 @@
+"""The jobs the scheduler hands to RQ: plain functions over batches of due work."""
+
+from __future__ import annotations
+
+import logging
+
+from core.clock import now_ms
+from core.lifecycle import Status, event_between, timed_target
+from db.calls import Move
+from worker.runtime import runtime
+
+log = logging.getLogger(__name__)
+
+
+def advance_calls(due: list[tuple[str, str, int]]) -> dict[str, int]:
+    """Move simulated calls whose timers fell due: `(call id, state the timer was set in, due ms)`.
+
+    A call no longer in that state has moved on (an event, a duplicate timer) and is skipped.
+    """
+    rt = runtime()
+    moves = []
+    for call_id, status, _due_ms in due:
+        target = timed_target(Status(status), rt.stores.settings)
+        if target is not None:
+            moves.append(Move(call_id, status, target, event_between(Status(status), target)))
+    moved = rt.run(rt.transitions.move(moves))
+    late_ms = max((now_ms() - due_ms for *_, due_ms in due), default=0)
+    return {"due": len(due), "moved": len(moved), "max_late_ms": late_ms}
+
+
+def upload_recordings(call_ids: list[str]) -> dict[str, int]:
+    """Upload the recordings of completed calls whose upload timers fell due."""
+    rt = runtime()
+    return rt.run(rt.recordings.upload(call_ids))

@@ -1,0 +1,54 @@
+"""One event loop per worker process, on its own thread, holding the process's pools.
+
+RQ runs an `async def` job with asyncio.run, a fresh loop per job, and an asyncpg pool cannot
+outlive the loop it was made on. So jobs stay plain functions and hand their coroutines to this
+long-lived loop; the pool and the Redis client are opened once per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from calls.recordings import Recordings
+from calls.stores import Stores
+from calls.transitions import Transitions
+from core.settings import Settings, get_settings
+
+T = TypeVar("T")
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="worker-loop", daemon=True
+        )
+        self._thread.start()
+        self.stores: Stores = self.run(Stores.open(settings))
+        self.transitions = Transitions(self.stores)
+        self.recordings = Recordings(self.stores)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on the process's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def close(self) -> None:
+        self.run(self.stores.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+
+_runtime: Runtime | None = None
+_lock = threading.Lock()
+
+
+def runtime() -> Runtime:
+    """The process's runtime, opened on first use."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = Runtime(get_settings())
+        return _runtime
