@@ -65,8 +65,6 @@ async def metrics(request: web.Request) -> web.Response:
         f"mockcomms_open_streams {request.app[appkeys.HUB].open_subscriptions}",
     ]
     return web.Response(
-        text="\n".join(lines) + "\n",
-        content_type="text/plain",
-        charset="utf-8",
+        body=("\n".join(lines) + "\n").encode(),
         headers={"Content-Type": PROMETHEUS_TYPE + "; charset=utf-8"},
     )

@@ -1,0 +1,139 @@
+"""Fixtures that run the real platform: processes, PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from tests.integration.platform import Platform
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+async def platform(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Platform]:
+    """The shared platform: two workers, lifecycle at 1/20 speed, default keys seeded."""
+    running = Platform(tmp_path_factory.mktemp("platform"), workers=2)
+    try:
+        await running.start()
+        await running.seed_default_keys()
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+async def platform_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Callable[..., Awaitable[Platform]]]:
+    """Start a platform of a test's own (other settings, processes to kill)."""
+    started: list[Platform] = []
+
+    async def start(settings: dict[str, str] | None = None, workers: int = 1) -> Platform:
+        running = Platform(tmp_path_factory.mktemp("own"), settings=settings or {}, workers=workers)
+        started.append(running)
+        return await running.start()
+
+    yield start
+    for running in started:
+        await running.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def redis(platform: Platform) -> AsyncIterator[Redis]:
+    client = Redis.from_url(platform.redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def pg(platform: Platform) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(platform.dsn)
+    yield conn
+    await conn.close()
+
+
+class Api:
+    """A thin client of one platform for one key."""
+
+    def __init__(self, http: aiohttp.ClientSession, platform: Platform, key: str) -> None:
+        self.http, self.platform, self.key = http, platform, key
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def url(self, path: str) -> str:
+        return self.platform.base_url + path
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any, Any]:
+        headers = self.auth | kwargs.pop("headers", {})
+        async with self.http.request(method, self.url(path), headers=headers, **kwargs) as response:
+            body = await response.json(content_type=None)
+            return response.status, body, response.headers
+
+    async def create_call(self, **overrides: Any) -> tuple[int, Any, Any]:
+        body = {
+            "from": "+14155550100",
+            "to": "+14155550199",
+            "metadata": {"test": True},
+        } | overrides
+        return await self.request("POST", "/calls", json=body)
+
+    async def get_call(self, call_id: str) -> tuple[int, Any, Any]:
+        return await self.request("GET", f"/calls/{call_id}")
+
+    async def wait_for(
+        self, call_id: str, predicate: Callable[[dict], bool], timeout: float = 15
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        body: Any = None
+        while time.monotonic() < deadline:
+            status, body, _ = await self.get_call(call_id)
+            if status == 200 and predicate(body):
+                return body
+            await asyncio.sleep(0.05)
+        raise AssertionError(
+            f"call {call_id} never matched; last seen {body}\n{self.platform.logs()}"
+        )
+
+    async def wait_recorded(self, call_id: str, timeout: float = 15) -> dict[str, Any]:
+        return await self.wait_for(
+            call_id, lambda c: c["status"] == "COMPLETED" and c["recording_url"], timeout
+        )
+
+
+@pytest.fixture
+async def make_api(
+    http: aiohttp.ClientSession, platform: Platform
+) -> Callable[..., Awaitable[Api]]:
+    """An Api on the shared platform with a fresh key (its own limits)."""
+
+    async def make(
+        max_concurrent: int | None = None, max_cps: int | None = None, on: Platform | None = None
+    ) -> Api:
+        target = on or platform
+        return Api(
+            http, target, await target.new_key(max_concurrent=max_concurrent, max_cps=max_cps)
+        )
+
+    return make
+
+
+@pytest.fixture
+async def api(make_api: Callable[..., Awaitable[Api]]) -> Api:
+    """A fresh key with room for many calls, for tests not about limits."""
+    return await make_api(max_concurrent=1000, max_cps=1000)
