@@ -105,7 +105,8 @@ class CallService:
         row, earlier_fingerprint = found
         if earlier_fingerprint != fingerprint:
             raise Unprocessable("Idempotency-Key was already used with a different request body")
-        return Created(dict(row), replayed=True, grant=None)
+        # The replay is the first answer again, whatever the call has done since.
+        return Created(dict(row) | {"status": "QUEUED"}, replayed=True, grant=None)
 
     async def get(self, key: ApiKey, call_id: str) -> Mapping[str, Any]:
         """The call as it is now: the live view when Redis has it, else PostgreSQL."""

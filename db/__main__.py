@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import sys
 
+import asyncpg
+
 from core.settings import get_settings
 from db.keys import seed_keys
 from db.migrate import migrate
@@ -42,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(COMMANDS[args.command]())
     except (TimeoutError, OSError) as exc:
         print(f"mock-comms: cannot reach PostgreSQL ({exc})", file=sys.stderr)
+        return 1
+    except asyncpg.PostgresError as exc:
+        print(f"mock-comms: PostgreSQL refused `{args.command}`: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 from tests.integration.conftest import Api
@@ -74,7 +75,7 @@ async def test_timers_keep_the_original_timings_at_millisecond_resolution(api: A
 
     for call_id in calls:
         rows = await history(pg, call_id)
-        for before, after in zip(rows, rows[1:], strict=False):
+        for before, after in itertools.pairwise(rows):
             low, high = windows[(before["to_status"], after["to_status"])]
             waited_ms = (after["occurred_at"] - before["occurred_at"]).total_seconds() * 1000
             # Never early; late by at most a poll plus a job's pickup on a busy test machine.
