@@ -16,7 +16,7 @@ PhoneNumber = Annotated[StrictStr, Field(pattern=r"^\+[0-9]{2,15}$")]
 
 
 class CreateCall(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid")
 
     from_: PhoneNumber = Field(alias="from")
     to: PhoneNumber

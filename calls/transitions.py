@@ -56,13 +56,20 @@ class Transitions:
                 for row in rows:
                     call_id, status = row["call_id"], Status(row["status"])
                     await self._live.write(pipe, row)
+                    previous = row["previous_status"]
+                    if row["kind"] == "simulated" and previous is not None:
+                        # The timer of the state left behind is stale now; tidy it away.
+                        pipe.zrem(
+                            keys.TIMERS, keys.advance_timer(call_id, row["seq"] - 1, previous)
+                        )
                     if status is Status.COMPLETED:
                         pipe.zrem(keys.leases(row["key_id"]), call_id)
                         Timers.schedule(pipe, keys.upload_timer(call_id), now)
                     elif row["kind"] == "simulated":
                         delay = timer_delay_ms(status, settings, self._rng)
                         if delay is not None:
-                            Timers.schedule(pipe, keys.advance_timer(call_id, status), now + delay)
+                            member = keys.advance_timer(call_id, row["seq"], status)
+                            Timers.schedule(pipe, member, now + delay)
                     pipe.publish(keys.EVENTS_CHANNEL, envelope(row))
                 await pipe.execute()
         except RedisError:

@@ -39,14 +39,18 @@ def lease_keys_pattern() -> str:
     return f"{PREFIX}:key:{{*}}:leases"
 
 
-# Timer members: "<kind>:<call id>[:<state>]".
+# Timer members: "adv:<call id>:<seq>:<state>" and "upl:<call id>".
 ADVANCE = "adv"
 UPLOAD = "upl"
 
 
-def advance_timer(call_id: str, status: str) -> str:
-    """Timer that moves a simulated call on from `status`; stale once the call has moved."""
-    return f"{ADVANCE}:{call_id}:{status}"
+def advance_timer(call_id: str, seq: int, status: str) -> str:
+    """Timer that moves a simulated call on from the state it entered at `seq`.
+
+    The seq, not only the state, makes it stale once the call has moved: a call held and
+    resumed is ANSWERED again, but at a later seq, so the first timer cannot end it early.
+    """
+    return f"{ADVANCE}:{call_id}:{seq}:{status}"
 
 
 def upload_timer(call_id: str) -> str:

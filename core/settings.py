@@ -104,7 +104,8 @@ class Settings(BaseSettings):
     def dsn(self) -> str:
         if self.database_url:
             return self.database_url
-        user, password = quote(self.postgres_user), quote(self.postgres_password)
+        user = quote(self.postgres_user, safe="")
+        password = quote(self.postgres_password, safe="")
         return (
             f"postgresql://{user}:{password}@{self.postgres_host}:{self.postgres_port}"
             f"/{self.postgres_db}"

@@ -20,12 +20,14 @@ CALL_COLUMNS = """
 
 @dataclass(frozen=True, slots=True)
 class Move:
-    """Move `call_id` from `from_status` to `to_status` by `event`, only if it is still there."""
+    """Move `call_id` from `from_status` to `to_status` by `event`, only if it is still there
+    (and, when `from_seq` is given, still at that seq)."""
 
     call_id: str
     from_status: str
     to_status: str
     event: str
+    from_seq: int | None = None
 
 
 async def insert_call(
@@ -102,14 +104,15 @@ async def apply_moves(conn: Executor, moves: Sequence[Move]) -> list[asyncpg.Rec
     return await conn.fetch(
         f"""
         WITH moves AS (
-            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[])
-                AS m(call_id, from_status, to_status, event)
+            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[])
+                AS m(call_id, from_status, to_status, event, from_seq)
         ), moved AS (
             UPDATE calls c
                SET status = m.to_status, seq = c.seq + 1,
                    updated_at = clock_timestamp(), status_changed_at = clock_timestamp()
               FROM moves m
              WHERE c.id = m.call_id AND c.status = m.from_status
+               AND (m.from_seq IS NULL OR c.seq = m.from_seq)
          RETURNING c.*, m.from_status AS previous_status, m.event
         ), logged AS (
             INSERT INTO call_events
@@ -125,6 +128,7 @@ async def apply_moves(conn: Executor, moves: Sequence[Move]) -> list[asyncpg.Rec
         [m.from_status for m in moves],
         [m.to_status for m in moves],
         [m.event for m in moves],
+        [m.from_seq for m in moves],
     )
 
 

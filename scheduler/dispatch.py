@@ -51,13 +51,13 @@ class Dispatcher:
         return len(due), next_due
 
     def _enqueue(self, due: list[DueTimer]) -> None:
-        advance: list[tuple[str, str, int]] = []
+        advance: list[tuple[str, int, str, int]] = []
         uploads: list[str] = []
         for timer in due:
             kind, _, rest = timer.member.partition(":")
             if kind == keys.ADVANCE:
-                call_id, _, status = rest.partition(":")
-                advance.append((call_id, status, timer.due_ms))
+                call_id, seq, status = rest.split(":")
+                advance.append((call_id, int(seq), status, timer.due_ms))
             elif kind == keys.UPLOAD:
                 uploads.append(rest)
             else:

@@ -64,7 +64,7 @@ class Upkeep:
             and now - to_ms(row["status_changed_at"])
             > longest_delay_ms(Status(row["status"]), settings) + grace
         ]
-        members = [keys.advance_timer(row["call_id"], row["status"]) for row in overdue]
+        members = [keys.advance_timer(row["call_id"], row["seq"], row["status"]) for row in overdue]
         waiting = await self._timers.pending(members)
         lost = [
             (row, member)

@@ -12,17 +12,19 @@ from worker.runtime import runtime
 log = logging.getLogger(__name__)
 
 
-def advance_calls(due: list[tuple[str, str, int]]) -> dict[str, int]:
-    """Move simulated calls whose timers fell due: `(call id, state the timer was set in, due ms)`.
+def advance_calls(due: list[tuple[str, int, str, int]]) -> dict[str, int]:
+    """Move simulated calls whose timers fell due: `(call id, seq and state the timer was set
+    at, due ms)`.
 
-    A call no longer in that state has moved on (an event, a duplicate timer) and is skipped.
+    A call no longer at that seq has moved on (an event, a duplicate timer) and is skipped.
     """
     rt = runtime()
     moves = []
-    for call_id, status, _due_ms in due:
-        target = timed_target(Status(status), rt.stores.settings)
+    for call_id, seq, status, _due_ms in due:
+        current = Status(status)
+        target = timed_target(current, rt.stores.settings)
         if target is not None:
-            moves.append(Move(call_id, status, target, event_between(Status(status), target)))
+            moves.append(Move(call_id, status, target, event_between(current, target), seq))
     moved = rt.run(rt.transitions.move(moves))
     late_ms = max((now_ms() - due_ms for *_, due_ms in due), default=0)
     return {"due": len(due), "moved": len(moved), "max_late_ms": late_ms}

@@ -1,0 +1,28 @@
+"""Call rows shaped like db/calls.py CALL_COLUMNS gives them, for the views and the live state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+CREATED_AT = datetime(2026, 11, 23, 12, 0, 0, 123_000, tzinfo=UTC)
+
+
+def call_row(**overrides: Any) -> dict[str, Any]:
+    """A simulated call, RINGING at seq 2; keyword arguments replace columns."""
+    row: dict[str, Any] = {
+        "call_id": "0b6f4c3e-2f4a-4d9e-9a57-3c1f1d2e8b01",
+        "key_id": "7d1c9a60-5b2e-4c0f-8f3a-2e6b9d4a1c77",
+        "kind": "simulated",
+        "status": "RINGING",
+        "seq": 2,
+        "from_number": "+1234567890",
+        "to_number": "+0987654321",
+        "metadata": {"campaign": "spring", "attempt": 1, "tags": ["vip"]},
+        "flags": [],
+        "recording_url": None,
+        "created_at": CREATED_AT,
+        "updated_at": CREATED_AT + timedelta(milliseconds=1_517),
+        "status_changed_at": CREATED_AT + timedelta(milliseconds=1_517),
+    }
+    return row | overrides
