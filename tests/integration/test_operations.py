@@ -39,7 +39,12 @@ async def test_migrate_is_idempotent_and_seeding_twice_adds_nothing() -> None:
 
         def db(command: str) -> str:
             done = subprocess.run(
-                [sys.executable, "-m", "db", command], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+                [sys.executable, "-m", "db", command],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
             )
             return done.stdout.strip()
 
@@ -60,10 +65,15 @@ async def test_migrate_is_idempotent_and_seeding_twice_adds_nothing() -> None:
         await admin.close()
 
 
-async def test_db_command_without_postgresql_says_so() -> None:
+def test_db_command_without_postgresql_says_so() -> None:
     env = os.environ | {"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"}
     done = subprocess.run(
-        [sys.executable, "-m", "db", "migrate"], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "db", "migrate"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 1
     assert "cannot reach PostgreSQL" in done.stderr
@@ -73,9 +83,12 @@ async def test_rq_dashboard_serves_the_queues_on_loopback(platform: Platform, ap
     port = free_port()
     command = procfile()["dashboard"].replace("9181", str(port))
     env = os.environ | {"REDIS_URL": platform.redis_url}
-    dashboard = subprocess.Popen(
-        ["bash", "-c", f"exec {command}"], cwd=ROOT, env=env | {"PATH": f"{ROOT}/.venv/bin:{env['PATH']}"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    dashboard = subprocess.Popen(  # noqa: ASYNC220 (starting it does not block)
+        ["bash", "-c", f"exec {command}"],
+        cwd=ROOT,
+        env=env | {"PATH": f"{ROOT}/.venv/bin:{env['PATH']}"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         await api.create_call()
