@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -15,13 +18,15 @@ from api.middlewares import streams_accept_query_token
 from api.realtime.follow import follow_call
 from core.errors import BadRequest
 
+_SEQ = re.compile(r"^[0-9]{1,9}$")
+
 
 def _last_event_id(request: web.Request) -> int | None:
     raw = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     if raw is None:
         return None
-    if not raw.isdigit():
-        raise BadRequest("Last-Event-ID must be the seq of an event the stream sent")
+    if not _SEQ.match(raw):
+        raise BadRequest("Last-Event-ID must be the id (seq) of an event this stream sent")
     return int(raw)
 
 
@@ -34,17 +39,16 @@ async def call_stream(request: web.Request) -> web.StreamResponse:
     follow = follow_call(
         app[appkeys.HUB], app[appkeys.STORES].pool, call_id, appkeys.api_key(request).id, after_seq
     )
-    async with contextlib.aclosing(follow) as messages:
-        # Read the first message before answering, so an unknown call is a plain 404.
-        first = await anext(messages, None)
-        async with sse_response(request, headers={"X-Accel-Buffering": "no"}) as stream:
-            stream.ping_interval = app[appkeys.SETTINGS].stream_ping_s
-            if first is not None:
-                await stream.send(orjson.dumps(first).decode(), id=str(first["seq"]), event="call")
-                async for message in messages:
-                    await stream.send(
-                        orjson.dumps(message).decode(), id=str(message["seq"]), event="call"
-                    )
+    async with (
+        follow as messages,
+        sse_response(
+            request,
+            ping_interval=app[appkeys.SETTINGS].stream_ping_s,
+            headers={"X-Accel-Buffering": "no"},
+        ) as stream,
+    ):
+        async for message in messages:
+            await stream.send(orjson.dumps(message).decode(), id=str(message["seq"]), event="call")
     return stream
 
 
@@ -59,13 +63,12 @@ async def call_websocket(request: web.Request) -> web.StreamResponse:
     follow = follow_call(
         app[appkeys.HUB], app[appkeys.STORES].pool, call_id, appkeys.api_key(request).id
     )
-    async with contextlib.aclosing(follow) as messages:
-        first = await anext(messages, None)
+    async with follow as messages:
         ws = web.WebSocketResponse(heartbeat=app[appkeys.SETTINGS].stream_ping_s)
         await ws.prepare(request)
         # The client says nothing, but reading is how a close is noticed; it ends the send loop.
         reader = asyncio.create_task(_drain(ws))
-        sender = asyncio.create_task(_send_all(ws, first, messages))
+        sender = asyncio.create_task(_send_all(ws, messages))
         try:
             await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -83,9 +86,6 @@ async def _drain(ws: web.WebSocketResponse) -> None:
             break
 
 
-async def _send_all(ws: web.WebSocketResponse, first, messages) -> None:
-    if first is None:
-        return
-    await ws.send_str(orjson.dumps(first).decode())
+async def _send_all(ws: web.WebSocketResponse, messages: AsyncIterator[dict[str, Any]]) -> None:
     async for message in messages:
         await ws.send_str(orjson.dumps(message).decode())
