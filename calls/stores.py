@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import asyncpg
@@ -27,6 +28,10 @@ class Stores:
         )
         return cls(settings, pool, redis)
 
-    async def close(self) -> None:
+    async def close(self, timeout_s: float = 3.0) -> None:
+        """Close both; connections still busy after `timeout_s` are cut, so a stop never hangs."""
         await self.redis.aclose()
-        await self.pool.close()
+        try:
+            await asyncio.wait_for(self.pool.close(), timeout_s)
+        except TimeoutError:
+            self.pool.terminate()
