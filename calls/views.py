@@ -58,14 +58,20 @@ def absolute_url(url: str | None, base_url: str) -> str | None:
     return url
 
 
-def call_body(call: Mapping[str, Any], base_url: str) -> dict[str, Any]:
-    """`GET /calls/{id}`."""
+def _identity(call: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields every body of a call starts with."""
     return {
         "call_id": call["call_id"],
         "status": call["status"],
         "from": call["from_number"],
         "to": call["to_number"],
         "metadata": call["metadata"],
+    }
+
+
+def call_body(call: Mapping[str, Any], base_url: str) -> dict[str, Any]:
+    """`GET /calls/{id}`."""
+    return _identity(call) | {
         "flags": list(call["flags"]),
         "recording_url": absolute_url(call["recording_url"], base_url),
         "created_at": iso(call["created_at"]),
@@ -76,12 +82,7 @@ def call_body(call: Mapping[str, Any], base_url: str) -> dict[str, Any]:
 def created_body(call: Mapping[str, Any], base_url: str) -> dict[str, Any]:
     """`POST /calls` 201: the original service's fields plus where to watch the call."""
     ws_base = "ws" + base_url.removeprefix("http")
-    return {
-        "call_id": call["call_id"],
-        "status": call["status"],
-        "from": call["from_number"],
-        "to": call["to_number"],
-        "metadata": call["metadata"],
+    return _identity(call) | {
         "created_at": iso(call["created_at"]),
         "websocket_url": f"{ws_base}/ws?call_id={call['call_id']}",
         "stream_url": f"{base_url}/calls/{call['call_id']}/stream",

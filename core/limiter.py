@@ -38,20 +38,13 @@ class Limiter:
             args=[call_id, max_active, max_cps, WINDOW_MS],
         )
         reset_s = max(1, math.ceil(int(reset_ms) / 1000))
-        if code == _TOO_MANY_ACTIVE:
-            raise RateLimited(
-                f"Maximum concurrent calls reached ({max_active})",
-                limit=int(limit),
-                remaining=0,
-                reset_s=reset_s,
-            )
-        if code == _TOO_FAST:
-            raise RateLimited(
-                f"Calls per second limit exceeded ({max_cps})",
-                limit=int(limit),
-                remaining=0,
-                reset_s=reset_s,
-            )
+        if code != _GRANTED:
+            # The original service's messages, word for word.
+            message = {
+                _TOO_MANY_ACTIVE: f"Maximum concurrent calls reached ({max_active})",
+                _TOO_FAST: f"Calls per second limit exceeded ({max_cps})",
+            }[code]
+            raise RateLimited(message, limit=int(limit), remaining=0, reset_s=reset_s)
         return Grant(limit=int(limit), remaining=int(remaining), reset_s=reset_s)
 
     async def undo(self, key_id: str, call_id: str) -> None:
