@@ -12,6 +12,7 @@ from api.auth import KeyResolver
 from api.middlewares import authenticate, errors, request_id
 from api.realtime.hub import Hub
 from api.routes import setup_routes
+from calls.events import EventService
 from calls.recordings import Recordings
 from calls.service import CallService
 from calls.stores import Stores
@@ -24,9 +25,13 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     stores = await Stores.open(settings)
     app[appkeys.STORES] = stores
     app[appkeys.KEYS] = KeyResolver(stores.pool, settings.api_key_cache_ttl_ms)
-    app[appkeys.CALLS] = CallService(stores, Transitions(stores))
+    transitions = Transitions(stores)
+    app[appkeys.TRANSITIONS] = transitions
+    app[appkeys.CALLS] = CallService(stores, transitions)
+    app[appkeys.EVENTS] = EventService(stores, transitions)
     app[appkeys.RECORDINGS] = Recordings(stores)
     yield
+    await transitions.publisher.close()
     await stores.close()
 
 

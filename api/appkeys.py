@@ -6,9 +6,11 @@ from aiohttp import web
 
 from api.auth import KeyResolver
 from api.realtime.hub import Hub
+from calls.events import EventService
 from calls.recordings import Recordings
 from calls.service import CallService
 from calls.stores import Stores
+from calls.transitions import Transitions
 from core.settings import Settings
 from db.keys import ApiKey
 
@@ -16,6 +18,8 @@ SETTINGS = web.AppKey("settings", Settings)
 STORES = web.AppKey("stores", Stores)
 KEYS = web.AppKey("keys", KeyResolver)
 CALLS = web.AppKey("calls", CallService)
+EVENTS = web.AppKey("events", EventService)
+TRANSITIONS = web.AppKey("transitions", Transitions)
 RECORDINGS = web.AppKey("recordings", Recordings)
 HUB = web.AppKey("hub", Hub)
 STARTED_AT = web.AppKey("started_at", float)

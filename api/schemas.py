@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Mapping
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    Strict,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 
+from calls.events import PostedEvent
+from calls.transitions import Reported
 from core.errors import BadRequest
-from core.lifecycle import Status
+from core.lifecycle import Event, Status
+from core.rules import Flag
+
+CallType = Literal["voice", "video"]
+# A call id: accepted in any UUID spelling, handed on in canonical form.
+UUIDStr = Annotated[uuid.UUID, AfterValidator(str)]
+_EVENT_NAMES = [event.value for event in Event]
 
 # E.164's shape: a plus and up to 15 digits. The leading-zero rule is not enforced, because the
 # original service's own examples (+0987654321) must keep working.
@@ -33,11 +54,134 @@ class ListCalls(BaseModel):
     # Larger asks are served at the cap, and the answer's `limit` says so.
     limit: int = Field(default=20, ge=1)
     status: Status | None = None
+    flag: Flag | None = None
+    queue_id: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    type: CallType | None = None
 
     @field_validator("limit")
     @classmethod
     def _cap(cls, value: int) -> int:
         return min(value, MAX_PAGE_SIZE)
+
+
+# Events: one model per event type, told apart by `event`. Durations are seconds.
+Seconds = Annotated[float, Strict(), Field(ge=0, le=10_000_000)]
+Label = Annotated[StrictStr, Field(min_length=1, max_length=100)]
+
+
+class _PostedEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    call_id: UUIDStr
+    event_id: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None
+    occurred_at: datetime | None = None
+
+
+class CallInitiated(_PostedEvent):
+    event: Literal["call_initiated"]
+    # Optional here: the platform makes one (from event_id, when given, so a repeat finds it).
+    call_id: UUIDStr | None = None
+    type: CallType
+    queue_id: Label
+    from_: PhoneNumber | None = Field(default=None, alias="from")
+    to: PhoneNumber | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class CallRouted(_PostedEvent):
+    event: Literal["call_routed"]
+    agent_id: Label
+    routing_time: Seconds | None = None
+
+
+class CallAnswered(_PostedEvent):
+    event: Literal["call_answered"]
+    wait_time: Seconds | None = None
+
+
+class CallUnanswered(_PostedEvent):
+    event: Literal["call_unanswered"]
+
+
+class CallHold(_PostedEvent):
+    event: Literal["call_hold"]
+    hold_duration: Seconds | None = None
+
+
+class CallResumed(_PostedEvent):
+    event: Literal["call_resumed"]
+    hold_duration: Seconds | None = None
+
+
+class CallEnded(_PostedEvent):
+    event: Literal["call_ended"]
+    end_reason: Literal["completed", "abandoned", "failed", "canceled"]
+    duration: Seconds | None = None
+
+
+EventBody = Annotated[
+    CallInitiated | CallRouted | CallAnswered | CallUnanswered | CallHold | CallResumed | CallEnded,
+    Field(discriminator="event"),
+]
+
+
+class PostEvent(RootModel[EventBody]):
+    pass
+
+
+def posted_event(body: Any) -> PostedEvent:
+    """Validate a posted event (snake_case or camelCase field names) into what the service takes."""
+    if not isinstance(body, dict):
+        raise BadRequest("Request body must be a JSON object")
+    parsed = _validate(PostEvent, snake_case_keys(body)).root
+    occurred_at = parsed.occurred_at
+    if occurred_at is not None and occurred_at.tzinfo is None:
+        occurred_at = occurred_at.replace(tzinfo=UTC)  # a time without a zone is taken as UTC
+    common = {
+        "event": Event(parsed.event),
+        "call_id": parsed.call_id,
+        "event_id": parsed.event_id,
+        "occurred_at": occurred_at,
+    }
+    match parsed:
+        case CallInitiated():
+            return PostedEvent(
+                **common,
+                call_type=parsed.type,
+                queue_id=parsed.queue_id,
+                from_number=parsed.from_,
+                to_number=parsed.to,
+                metadata=parsed.metadata,
+            )
+        case CallRouted():
+            return PostedEvent(
+                **common,
+                agent_id=parsed.agent_id,
+                reported=Reported(routing_time=parsed.routing_time),
+            )
+        case CallAnswered():
+            return PostedEvent(**common, reported=Reported(wait_time=parsed.wait_time))
+        case CallHold() | CallResumed():
+            return PostedEvent(**common, reported=Reported(hold_duration=parsed.hold_duration))
+        case CallEnded():
+            return PostedEvent(
+                **common, end_reason=parsed.end_reason, reported=Reported(duration=parsed.duration)
+            )
+    return PostedEvent(**common)
+
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
+
+
+def snake_case_keys(body: dict[str, Any]) -> dict[str, Any]:
+    """`callId` → `call_id` for the top-level fields; a field given in both spellings is a 400."""
+    converted: dict[str, Any] = {}
+    for name, value in body.items():
+        snake = _CAMEL.sub(r"_\1", name).lower() if isinstance(name, str) else name
+        if snake in converted:
+            raise BadRequest(f"{snake} is given twice (as {snake} and in camelCase)")
+        converted[snake] = value
+    return converted
 
 
 _HINTS = {
@@ -46,9 +190,17 @@ _HINTS = {
     "dict_type": "must be a JSON object",
     "extra_forbidden": "is not a known field",
     "int_parsing": "must be a whole number",
+    "float_type": "must be a number of seconds",
     "greater_than_equal": "is too small",
     "less_than_equal": "is too large",
-    "enum": "must be one of " + ", ".join(Status),
+    "string_too_short": "must not be empty",
+    "string_too_long": "is too long",
+    "uuid_parsing": "must be a UUID",
+    "uuid_type": "must be a UUID",
+    "uuid_version": "must be a UUID",
+    "datetime_from_date_parsing": "must be an ISO 8601 date and time",
+    "datetime_parsing": "must be an ISO 8601 date and time",
+    "datetime_type": "must be an ISO 8601 date and time",
 }
 
 
@@ -70,11 +222,21 @@ def _validate(model: type[BaseModel], data: dict[str, Any]) -> Any:
     except ValidationError as exc:
         missing, bad = [], []
         for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"]) or "body"
-            if error["type"] == "missing":
+            # A union's member name (the event type) is not a field the sender wrote.
+            loc = [part for part in error["loc"] if part not in _EVENT_NAMES]
+            field = ".".join(str(part) for part in loc) or "body"
+            kind = error["type"]
+            if kind == "missing":
                 missing.append(field)
+            elif kind == "union_tag_not_found":
+                missing.append("event")
+            elif kind == "union_tag_invalid":
+                bad.append("event must be one of " + ", ".join(_EVENT_NAMES))
+            elif kind in ("enum", "literal_error"):
+                choices = re.findall(r"'([^']*)'", error["ctx"]["expected"])
+                bad.append(f"{field} must be one of {', '.join(choices)}")
             else:
-                bad.append(f"{field} {_HINTS.get(error['type'], error['msg'].lower())}")
+                bad.append(f"{field} {_HINTS.get(kind, error['msg'].lower())}")
         parts = []
         if missing:
             parts.append("Missing required fields: " + ", ".join(missing))

@@ -14,7 +14,6 @@ from calls.live import LiveState
 from calls.stores import Stores
 from calls.transitions import Transitions
 from core.errors import NotFound, Unprocessable
-from core.lifecycle import Event
 from core.limiter import Grant, Limiter
 from db import calls as db_calls
 from db.keys import ApiKey
@@ -92,9 +91,8 @@ class CallService:
             assert earlier is not None
             return earlier
 
-        created = dict(row) | {"previous_status": None, "event": Event.CALL_INITIATED.value}
-        await self._transitions.publish_committed([created])
-        return Created(created, replayed=False, grant=grant)
+        await self._transitions.after_commit([row])
+        return Created(row, replayed=False, grant=grant)
 
     async def _replay(
         self, key: ApiKey, idempotency_key: str, fingerprint: bytes | None

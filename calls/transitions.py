@@ -1,95 +1,229 @@
-"""The one place a call changes state: persist, then make it live, timed and published."""
+"""The one place a call changes state: decide (state machine and business rules), persist,
+then make it live, timed and published."""
 
 from __future__ import annotations
 
 import logging
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-import orjson
+import asyncpg
 from redis.exceptions import RedisError
 
 from calls.live import LiveState
+from calls.publisher import Outgoing, Publisher
 from calls.stores import Stores
 from calls.timers import Timers
-from calls.views import message
+from calls.views import message_of
 from core import keys
-from core.clock import now_ms, to_ms
-from core.lifecycle import Status, timer_delay_ms
+from core.clock import now_ms
+from core.errors import InvalidTransition
+from core.lifecycle import TARGET_OF, Event, Status, next_status, timer_delay_ms
+from core.rules import Durations, raised_flags
 from db import calls as db_calls
-from db.calls import Move
+from db.calls import Transition
 
 log = logging.getLogger(__name__)
 
+Row = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """A timer's move: take `call_id` from the state it entered at `from_seq` to `to_status`."""
+
+    call_id: str
+    from_seq: int
+    from_status: str
+    to_status: str
+    event: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reported:
+    """What an event's sender measured, in seconds (None where not given)."""
+
+    routing_time: float | None = None
+    wait_time: float | None = None
+    hold_duration: float | None = None
+    duration: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
 
 class Transitions:
-    """Applies moves with compare-and-set in PostgreSQL, then updates Redis for what moved."""
-
     def __init__(self, stores: Stores, rng: random.Random | None = None) -> None:
         self._stores = stores
         self._live = LiveState(stores.redis)
+        self.publisher = Publisher(stores)
         self._rng = rng or random.Random()
 
-    async def move(self, moves: Sequence[Move]) -> list[Mapping[str, Any]]:
-        """Apply each move whose call is still where the move expects; returns the moved calls.
+    async def move(self, moves: Sequence[Move]) -> list[Row]:
+        """Apply the timers' moves whose call is still at the seq they were set at.
 
         A late timer, a duplicate job or a racing event finds the call moved on and is a no-op.
         """
         unique = list({m.call_id: m for m in moves}.values())
-        rows = await db_calls.apply_moves(self._stores.pool, unique)
-        if rows:
-            await self.publish_committed(rows)
+        if not unique:
+            return []
+        now = datetime.now(UTC)
+        async with self._stores.pool.acquire() as conn, conn.transaction():
+            current = await db_calls.lock_calls(conn, [m.call_id for m in unique])
+            decided = [
+                self.decide(row, Event(m.event), occurred_at=now)
+                for m in unique
+                if (row := current.get(m.call_id)) is not None
+                and row["seq"] == m.from_seq
+                and row["status"] == m.from_status
+                and next_status(Status(row["status"]), Event(m.event)) == m.to_status
+            ]
+            rows = await db_calls.write_transitions(conn, decided)
+        await self.after_commit(rows)
         return rows
 
-    async def publish_committed(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Make committed states visible: live hash, next timer, limit lease, upload, message.
+    async def apply_event(
+        self,
+        conn: asyncpg.Connection,
+        call: Row,
+        event: Event,
+        *,
+        occurred_at: datetime,
+        reported: Reported,
+        event_id: str | None,
+        agent_id: str | None = None,
+        end_reason: str | None = None,
+    ) -> Row:
+        """Apply a posted event to a call locked in `conn`'s transaction; raises
+        InvalidTransition, naming both states, when the state machine does not allow it."""
+        current = Status(call["status"])
+        target = next_status(current, event)
+        if target is None:
+            raise InvalidTransition(current, TARGET_OF[event], event)
+        decided = self.decide(
+            call,
+            event,
+            occurred_at=occurred_at,
+            reported=reported,
+            event_id=event_id,
+            agent_id=agent_id,
+            end_reason=end_reason,
+        )
+        (row,) = await db_calls.write_transitions(conn, [decided])
+        return row
 
-        Rows carry `previous_status` and `event` as well as the call's columns. PostgreSQL has
-        them already, so a Redis failure here loses nothing: the scheduler's reconciliation
-        re-arms timers and uploads and rewrites live state from PostgreSQL.
+    def decide(
+        self,
+        call: Row,
+        event: Event,
+        *,
+        occurred_at: datetime,
+        reported: Reported | None = None,
+        event_id: str | None = None,
+        agent_id: str | None = None,
+        end_reason: str | None = None,
+    ) -> Transition:
+        """The transition `event` makes on `call`, with the flags the business rules raise."""
+        reported = reported or Reported()
+        target = next_status(Status(call["status"]), event)
+        assert target is not None, f"{event} from {call['status']} was checked by the caller"
+        durations = self.durations(call, event, occurred_at, reported)
+        raised = raised_flags(event, durations, self._stores.settings.thresholds)
+        flags = sorted(set(call["flags"]) | raised)
+        data = {
+            name: value
+            for name, value in (
+                ("agent_id", agent_id),
+                ("routing_time", reported.routing_time),
+                ("wait_time", reported.wait_time),
+                ("hold_duration", reported.hold_duration),
+                ("end_reason", end_reason),
+                ("duration", reported.duration),
+            )
+            if value is not None
+        } | reported.extra
+        return Transition(
+            call_id=call["call_id"],
+            from_seq=call["seq"],
+            from_status=call["status"],
+            to_status=target,
+            event=event,
+            flags=flags,
+            raised_flags=sorted(raised),
+            occurred_at=occurred_at,
+            data=data,
+            event_id=event_id,
+            agent_id=agent_id,
+            end_reason=end_reason,
+        )
+
+    def durations(self, call: Row, event: Event, at: datetime, reported: Reported) -> Durations:
+        """What the rules measure: the sender's own figures where given, else the call's
+        recorded timestamps. A simulated call's time is divided by TIME_SCALE, so the rules
+        judge it in the time of the world it simulates."""
+        scale = self._stores.settings.time_scale if call["kind"] == "simulated" else 1.0
+
+        def measured(given: float | None, since: str) -> float | None:
+            if given is not None:
+                return given
+            start: datetime | None = call[since]
+            return None if start is None else max(0.0, (at - start).total_seconds()) / scale
+
+        status = Status(call["status"])
+        match event:
+            case Event.CALL_ROUTED:
+                return Durations(routing_s=measured(reported.routing_time, "started_at"))
+            case Event.CALL_ANSWERED:
+                return Durations(wait_s=measured(reported.wait_time, "started_at"))
+            case Event.CALL_HOLD:
+                # How long the hold will last is known only if the sender says so.
+                return Durations(hold_s=reported.hold_duration)
+            case Event.CALL_RESUMED:
+                return Durations(hold_s=measured(reported.hold_duration, "held_at"))
+            case Event.CALL_ENDED:
+                answered = status in (Status.ANSWERED, Status.ON_HOLD)
+                return Durations(
+                    hold_s=measured(None, "held_at") if status is Status.ON_HOLD else None,
+                    talk_s=measured(reported.duration, "answered_at") if answered else None,
+                )
+        return Durations()
+
+    async def after_commit(self, rows: Sequence[Row]) -> None:
+        """Make committed transitions visible: live hash, next timer, limit lease, upload; then
+        publish them.
+
+        PostgreSQL has them already, so a Redis failure here loses nothing: upkeep re-arms
+        timers and uploads from PostgreSQL, and the outbox republishes.
         """
+        if not rows:
+            return
+        try:
+            await self._update_redis(rows)
+        except RedisError:
+            log.exception("redis update after commit failed; upkeep will repair it")
+        await self.publisher.publish(
+            [Outgoing(row["key_id"], message_of(row), row["outbox_id"]) for row in rows]
+        )
+
+    async def _update_redis(self, rows: Sequence[Row]) -> None:
         settings = self._stores.settings
         now = now_ms()
-        try:
-            async with self._stores.redis.pipeline(transaction=False) as pipe:
-                for row in rows:
-                    call_id, status = row["call_id"], Status(row["status"])
-                    await self._live.write(pipe, row)
-                    previous = row["previous_status"]
-                    if row["kind"] == "simulated" and previous is not None:
-                        # The timer of the state left behind is stale now; tidy it away.
-                        pipe.zrem(
-                            keys.TIMERS, keys.advance_timer(call_id, row["seq"] - 1, previous)
-                        )
-                    if status is Status.COMPLETED:
-                        pipe.zrem(keys.leases(row["key_id"]), call_id)
-                        Timers.schedule(pipe, keys.upload_timer(call_id), now)
-                    elif row["kind"] == "simulated":
-                        delay = timer_delay_ms(status, settings, self._rng)
-                        if delay is not None:
-                            member = keys.advance_timer(call_id, row["seq"], status)
-                            Timers.schedule(pipe, member, now + delay)
-                    pipe.publish(keys.EVENTS_CHANNEL, envelope(row))
-                await pipe.execute()
-        except RedisError:
-            log.exception("redis update after commit failed; reconciliation will repair it")
-
-
-def envelope(row: Mapping[str, Any]) -> bytes:
-    """The pub/sub payload: the realtime message plus the owning key, for routing only."""
-    body = message(
-        call_id=row["call_id"],
-        seq=row["seq"],
-        status=row["status"],
-        previous_status=row["previous_status"],
-        event=row["event"],
-        flags=list(row["flags"]),
-        at=row["status_changed_at"],
-    )
-    body["key_id"] = row["key_id"]
-    return orjson.dumps(body)
-
-
-def status_changed_ms(row: Mapping[str, Any]) -> int:
-    return to_ms(row["status_changed_at"])
+        async with self._stores.redis.pipeline(transaction=False) as pipe:
+            for row in rows:
+                call_id, status = row["call_id"], Status(row["status"])
+                await self._live.write(pipe, row)
+                previous = row["previous_status"]
+                if row["kind"] == "simulated" and previous is not None:
+                    # The timer of the state left behind is stale now; tidy it away.
+                    stale = keys.advance_timer(call_id, row["seq"] - 1, previous)
+                    pipe.zrem(keys.TIMERS, stale)
+                if status is Status.COMPLETED:
+                    pipe.zrem(keys.leases(row["key_id"]), call_id)
+                    Timers.schedule(pipe, keys.upload_timer(call_id), now)
+                elif row["kind"] == "simulated":
+                    delay = timer_delay_ms(status, settings, self._rng)
+                    if delay is not None:
+                        member = keys.advance_timer(call_id, row["seq"], status)
+                        Timers.schedule(pipe, member, now + delay)
+            await pipe.execute()

@@ -35,6 +35,11 @@ def rate_window(key_id: str) -> str:
     return f"{PREFIX}:key:{{{key_id}}}:rate"
 
 
+def event_window(key_id: str, second: int) -> str:
+    """Counter of the events an API key posted in one epoch second."""
+    return f"{PREFIX}:key:{{{key_id}}}:events:{second}"
+
+
 def lease_keys_pattern() -> str:
     return f"{PREFIX}:key:{{*}}:leases"
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from core.settings import Settings
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 
 class Status(StrEnum):
@@ -37,6 +39,17 @@ _MOVES: dict[tuple[Status, Event], Status] = {
     (Status.ANSWERED, Event.CALL_HOLD): Status.ON_HOLD,
     (Status.ON_HOLD, Event.CALL_RESUMED): Status.ANSWERED,
 } | {(status, Event.CALL_ENDED): Status.COMPLETED for status in Status if status is not TERMINAL}
+
+# Where each event takes a call; used to name both states when a move is refused.
+TARGET_OF: dict[Event, Status] = {
+    Event.CALL_INITIATED: Status.QUEUED,
+    Event.CALL_ROUTED: Status.RINGING,
+    Event.CALL_ANSWERED: Status.ANSWERED,
+    Event.CALL_UNANSWERED: Status.UNANSWERED,
+    Event.CALL_HOLD: Status.ON_HOLD,
+    Event.CALL_RESUMED: Status.ANSWERED,
+    Event.CALL_ENDED: Status.COMPLETED,
+}
 
 _EVENT_OF: dict[tuple[Status, Status], Event] = {(s, to): e for (s, e), to in _MOVES.items()}
 

@@ -1,4 +1,4 @@
-"""Per-key call limits: concurrency leases and a per-second window, taken in one Redis script."""
+"""Per-key limits: calls (concurrency leases and a per-second window, in one script) and events."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from core import keys
+from core.clock import now_ms
 from core.errors import RateLimited
 
 WINDOW_MS = 1_000
 _SCRIPT = (Path(__file__).parent / "limiter.lua").read_text()
+_EVENT_SCRIPT = (Path(__file__).parent / "event_rate.lua").read_text()
 
 _GRANTED, _TOO_MANY_ACTIVE, _TOO_FAST = 0, 1, 2
 
@@ -53,3 +55,26 @@ class Limiter:
             pipe.zrem(keys.leases(key_id), call_id)
             pipe.zrem(keys.rate_window(key_id), call_id)
             await pipe.execute()
+
+
+class EventRate:
+    """How many events a key may post per second (fixed one-second windows)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._count = redis.register_script(_EVENT_SCRIPT)
+
+    async def take(self, key_id: str, per_second: int) -> Grant:
+        """Count one event, or raise RateLimited having counted nothing."""
+        second = now_ms() // 1000
+        allowed, counted, _ttl_ms = await self._count(
+            keys=[keys.event_window(key_id, second)], args=[per_second, 2 * WINDOW_MS]
+        )
+        # The window is the current second, so it always resets within one.
+        if not allowed:
+            raise RateLimited(
+                f"Events per second limit exceeded ({per_second})",
+                limit=per_second,
+                remaining=0,
+                reset_s=1,
+            )
+        return Grant(limit=per_second, remaining=per_second - int(counted), reset_s=1)

@@ -9,6 +9,8 @@ from urllib.parse import quote
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.rules import Thresholds
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
@@ -56,6 +58,14 @@ class Settings(BaseSettings):
     # Multiplies every lifecycle delay and backoff: 0.01 runs a call's life in ~0.1 s.
     time_scale: float = Field(default=1.0, gt=0.0)
 
+    # Business rules (seconds): flag a wait, hold or routing longer than its limit, a talk shorter.
+    wait_sla_s: float = Field(default=30, ge=0)
+    hold_limit_s: float = Field(default=60, ge=0)
+    short_call_s: float = Field(default=10, ge=0)
+    reroute_s: float = Field(default=15, ge=0)
+    # Events one key may post per second (POST /events).
+    max_events_per_second_per_key: int = Field(default=1000, ge=1)
+
     # Recordings
     recording_source: str = "assets/recording.wav"
     recordings_dir: str = "data/recordings"
@@ -75,6 +85,8 @@ class Settings(BaseSettings):
     reconcile_grace_ms: int = 5_000
     # A limit lease older than this is checked against PostgreSQL and dropped if its call ended.
     lease_check_after_ms: int = 10_000
+    # An outbox entry older than this was not published by its writer; upkeep publishes it.
+    outbox_grace_ms: int = 1_000
 
     # Realtime
     stream_ping_s: float = 15.0
@@ -114,6 +126,10 @@ class Settings(BaseSettings):
     @property
     def redis_dsn(self) -> str:
         return self.redis_url or f"redis://{self.redis_host}:{self.redis_port}/0"
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.wait_sla_s, self.hold_limit_s, self.short_call_s, self.reroute_s)
 
     def scaled_ms(self, ms: float) -> int:
         """A lifecycle delay after the global time scale."""

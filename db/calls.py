@@ -1,33 +1,43 @@
-"""Calls and their history: create, read, and move calls in batches with compare-and-set."""
+"""Calls and their history: create, read, lock and move calls in batches with compare-and-set."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 Executor = asyncpg.Connection | asyncpg.Pool
 
 # Every column a view of a call needs; the live state in Redis is built from the same row.
 CALL_COLUMNS = """
     id::text AS call_id, api_key_id::text AS key_id, kind, status, seq,
-    from_number, to_number, metadata, flags, recording_url,
-    created_at, updated_at, status_changed_at
+    from_number, to_number, metadata, flags, recording_url, call_type, queue_id, agent_id,
+    end_reason, created_at, updated_at, status_changed_at, started_at, routed_at, answered_at,
+    held_at, ended_at
 """
 
 
 @dataclass(frozen=True, slots=True)
-class Move:
-    """Move `call_id` from `from_status` to `to_status` by `event`, only if it is still there
-    (and, when `from_seq` is given, still at that seq)."""
+class Transition:
+    """One decided move of a call, ready to write: the rules have run, the flags are known."""
 
     call_id: str
+    from_seq: int
     from_status: str
     to_status: str
     event: str
-    from_seq: int | None = None
+    # The call's flags after this transition, and the ones it raised.
+    flags: list[str]
+    raised_flags: list[str]
+    occurred_at: datetime
+    data: dict[str, Any] = field(default_factory=dict)
+    event_id: str | None = None
+    agent_id: str | None = None
+    end_reason: str | None = None
 
 
 async def insert_call(
@@ -39,26 +49,41 @@ async def insert_call(
     from_number: str | None,
     to_number: str | None,
     metadata: dict[str, Any],
-    idempotency_key: str | None,
-    request_hash: bytes | None,
+    idempotency_key: str | None = None,
+    request_hash: bytes | None = None,
+    call_type: str = "voice",
+    queue_id: str | None = None,
+    started_at: datetime | None = None,
+    event_id: str | None = None,
+    data: dict[str, Any] | None = None,
 ) -> asyncpg.Record | None:
-    """Insert a QUEUED call with its first event (seq 1) in one statement.
+    """Insert a QUEUED call with its first event (seq 1) and its outbox entry, in one statement.
 
-    Returns None when the key already has a call under `idempotency_key`.
+    Returns None when the call id, or the key's `idempotency_key`, is taken already.
     """
     return await conn.fetchrow(
         f"""
         WITH created AS (
             INSERT INTO calls (id, api_key_id, kind, status, from_number, to_number, metadata,
-                               idempotency_key, request_hash)
-            VALUES ($1, $2, $3, 'QUEUED', $4, $5, $6, $7, $8)
-            ON CONFLICT (api_key_id, idempotency_key) DO NOTHING
+                               idempotency_key, request_hash, call_type, queue_id, started_at)
+            VALUES ($1, $2, $3, 'QUEUED', $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()))
+            ON CONFLICT DO NOTHING
             RETURNING *
         ), first_event AS (
-            INSERT INTO call_events (call_id, seq, event, from_status, to_status, occurred_at)
-            SELECT id, 1, 'call_initiated', NULL, status, created_at FROM created
+            INSERT INTO call_events
+                   (call_id, seq, event, from_status, to_status, occurred_at, event_id, data)
+            SELECT id, 1, 'call_initiated', NULL, status, started_at, $12::text,
+                   coalesce($13::jsonb, '{{}}'::jsonb)
+              FROM created
+        ), queued AS (
+            INSERT INTO outbox (call_id, seq) SELECT id, 1 FROM created RETURNING id
         )
-        SELECT {CALL_COLUMNS} FROM created
+        SELECT {CALL_COLUMNS}, NULL::text AS previous_status, 'call_initiated' AS event,
+               started_at AS occurred_at, $12::text AS event_id,
+               coalesce($13::jsonb, '{{}}'::jsonb) AS data,
+               '{{}}'::text[] AS raised_flags, created_at AS received_at,
+               (SELECT id FROM queued) AS outbox_id
+          FROM created
         """,
         call_id,
         key_id,
@@ -68,6 +93,103 @@ async def insert_call(
         metadata,
         idempotency_key,
         request_hash,
+        call_type,
+        queue_id,
+        started_at,
+        event_id,
+        data,
+    )
+
+
+async def lock_calls(
+    conn: asyncpg.Connection, call_ids: Sequence[str], key_id: str | None = None
+) -> dict[str, asyncpg.Record]:
+    """Lock the calls (of `key_id`, when given) for the rest of the transaction, in id order so
+    two batches never wait on each other in a circle."""
+    rows = await conn.fetch(
+        f"""
+        SELECT {CALL_COLUMNS} FROM calls
+         WHERE id = ANY($1::uuid[]) AND ($2::uuid IS NULL OR api_key_id = $2)
+         ORDER BY id
+           FOR UPDATE
+        """,
+        list(call_ids),
+        key_id,
+    )
+    return {row["call_id"]: row for row in rows}
+
+
+async def write_transitions(
+    conn: asyncpg.Connection, transitions: Sequence[Transition]
+) -> list[asyncpg.Record]:
+    """Write decided transitions of locked calls in one statement.
+
+    Each bumps its call's seq (only if the call is still at `from_seq`), records the stage
+    timestamp, appends a call_events row and an outbox entry, and on COMPLETED opens the call's
+    recording upload. Returns the moved calls with the event's fields and the outbox id.
+    """
+    if not transitions:
+        return []
+    return await conn.fetch(
+        f"""
+        WITH t AS (
+            SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[],
+                                 $6::text[], $7::text[], $8::timestamptz[], $9::text[],
+                                 $10::text[], $11::text[], $12::text[])
+                AS t(call_id, from_seq, from_status, to_status, event, flags, raised,
+                     occurred_at, data, event_id, agent_id, end_reason)
+        ), moved AS (
+            UPDATE calls c
+               SET status = t.to_status, seq = c.seq + 1,
+                   flags = string_to_array(t.flags, ','),
+                   updated_at = clock_timestamp(), status_changed_at = clock_timestamp(),
+                   routed_at = CASE WHEN t.to_status = 'RINGING' THEN t.occurred_at
+                                    ELSE c.routed_at END,
+                   answered_at = CASE WHEN t.to_status = 'ANSWERED' AND c.answered_at IS NULL
+                                      THEN t.occurred_at ELSE c.answered_at END,
+                   held_at = CASE WHEN t.to_status = 'ON_HOLD' THEN t.occurred_at
+                                  ELSE c.held_at END,
+                   ended_at = CASE WHEN t.to_status = 'COMPLETED' THEN t.occurred_at
+                                   ELSE c.ended_at END,
+                   agent_id = coalesce(t.agent_id, c.agent_id),
+                   end_reason = coalesce(t.end_reason, c.end_reason)
+              FROM t
+             WHERE c.id = t.call_id AND c.seq = t.from_seq
+         RETURNING c.*, t.from_status AS previous_status, t.event,
+                   t.occurred_at AS event_occurred_at, t.data::jsonb AS event_data,
+                   t.event_id AS event_event_id, string_to_array(t.raised, ',') AS raised_flags
+        ), logged AS (
+            INSERT INTO call_events (call_id, seq, event, from_status, to_status, flags,
+                                     raised_flags, data, occurred_at, event_id)
+            SELECT id, seq, event, previous_status, status, flags, raised_flags, event_data,
+                   event_occurred_at, event_event_id
+              FROM moved
+         RETURNING call_id AS logged_call_id, created_at AS received_at
+        ), uploads AS (
+            INSERT INTO recordings (call_id) SELECT id FROM moved WHERE status = 'COMPLETED'
+        ), queued AS (
+            INSERT INTO outbox (call_id, seq) SELECT id, seq FROM moved
+         RETURNING id AS outbox_id, call_id AS outbox_call_id
+        )
+        SELECT {CALL_COLUMNS}, previous_status, event, event_occurred_at AS occurred_at,
+               event_event_id AS event_id, event_data AS data, raised_flags, received_at,
+               outbox_id
+          FROM moved
+          JOIN queued ON outbox_call_id = id
+          JOIN logged ON logged_call_id = id
+        """,
+        [t.call_id for t in transitions],
+        [t.from_seq for t in transitions],
+        [t.from_status for t in transitions],
+        [t.to_status for t in transitions],
+        [t.event for t in transitions],
+        [",".join(t.flags) for t in transitions],
+        [",".join(t.raised_flags) for t in transitions],
+        [t.occurred_at for t in transitions],
+        [orjson.dumps(t.data).decode() for t in transitions],
+        [t.event_id for t in transitions],
+        [t.agent_id for t in transitions],
+        [t.end_reason for t in transitions],
     )
 
 
@@ -92,58 +214,44 @@ async def fetch_idempotent_call(
     return (row, row["request_hash"]) if row else None
 
 
-async def apply_moves(conn: Executor, moves: Sequence[Move]) -> list[asyncpg.Record]:
-    """Apply each move whose call is still in `from_status`, in one statement.
+# A history row as every reader needs it (API, streams, the outbox drain).
+EVENT_COLUMNS = """
+    e.call_id::text, e.seq, e.event, e.event_id, e.from_status AS previous_status,
+    e.to_status AS status, e.flags,
+    e.raised_flags, e.data, e.occurred_at, e.created_at AS received_at,
+    c.api_key_id::text AS key_id
+"""
 
-    Each applied move bumps the call's seq, appends its call_events row and, on COMPLETED,
-    opens the call's recording upload. Moves whose call has moved on are skipped (a late timer or
-    a duplicate job). Returns the moved calls with `previous_status` and `event`.
-    """
-    if not moves:
-        return []
+
+async def fetch_events(
+    conn: Executor, call_id: str, after_seq: int = 0, key_id: str | None = None
+) -> list[asyncpg.Record]:
+    """The call's history after `after_seq`, in order (empty if the call is not `key_id`'s)."""
     return await conn.fetch(
         f"""
-        WITH moves AS (
-            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[])
-                AS m(call_id, from_status, to_status, event, from_seq)
-        ), moved AS (
-            UPDATE calls c
-               SET status = m.to_status, seq = c.seq + 1,
-                   updated_at = clock_timestamp(), status_changed_at = clock_timestamp()
-              FROM moves m
-             WHERE c.id = m.call_id AND c.status = m.from_status
-               AND (m.from_seq IS NULL OR c.seq = m.from_seq)
-         RETURNING c.*, m.from_status AS previous_status, m.event
-        ), logged AS (
-            INSERT INTO call_events
-                   (call_id, seq, event, from_status, to_status, flags, occurred_at)
-            SELECT id, seq, event, previous_status, status, flags, status_changed_at
-              FROM moved
-        ), uploads AS (
-            INSERT INTO recordings (call_id) SELECT id FROM moved WHERE status = 'COMPLETED'
-        )
-        SELECT {CALL_COLUMNS}, previous_status, event FROM moved
-        """,
-        [m.call_id for m in moves],
-        [m.from_status for m in moves],
-        [m.to_status for m in moves],
-        [m.event for m in moves],
-        [m.from_seq for m in moves],
-    )
-
-
-async def fetch_events(conn: Executor, call_id: str, after_seq: int = 0) -> list[asyncpg.Record]:
-    """The call's history after `after_seq`, in order."""
-    return await conn.fetch(
-        """
-        SELECT e.call_id::text, e.seq, e.event, e.from_status, e.to_status, e.flags, e.data,
-               e.occurred_at, c.api_key_id::text AS key_id
+        SELECT {EVENT_COLUMNS}
           FROM call_events e JOIN calls c ON c.id = e.call_id
-         WHERE e.call_id = $1 AND e.seq > $2
+         WHERE e.call_id = $1 AND e.seq > $2 AND ($3::uuid IS NULL OR c.api_key_id = $3)
          ORDER BY e.seq
         """,
         call_id,
         after_seq,
+        key_id,
+    )
+
+
+async def fetch_event_by_event_id(
+    conn: Executor, call_id: str, event_id: str
+) -> asyncpg.Record | None:
+    """The event a sender posted under `event_id` for this call, if any."""
+    return await conn.fetchrow(
+        f"""
+        SELECT {EVENT_COLUMNS}
+          FROM call_events e JOIN calls c ON c.id = e.call_id
+         WHERE e.call_id = $1 AND e.event_id = $2
+        """,
+        call_id,
+        event_id,
     )
 
 
@@ -189,8 +297,8 @@ async def fetch_active_by_key(conn: Executor) -> list[asyncpg.Record]:
 async def fetch_latest_event(conn: Executor, call_id: str, key_id: str) -> asyncpg.Record | None:
     """The call's latest history row, if the call belongs to `key_id`: its state as a message."""
     return await conn.fetchrow(
-        """
-        SELECT e.call_id::text, e.seq, e.event, e.from_status, e.to_status, c.flags, e.occurred_at
+        f"""
+        SELECT {EVENT_COLUMNS}
           FROM calls c JOIN call_events e ON e.call_id = c.id AND e.seq = c.seq
          WHERE c.id = $1 AND c.api_key_id = $2
         """,
@@ -199,30 +307,47 @@ async def fetch_latest_event(conn: Executor, call_id: str, key_id: str) -> async
     )
 
 
+@dataclass(frozen=True, slots=True)
+class CallFilter:
+    status: str | None = None
+    flag: str | None = None
+    queue_id: str | None = None
+    call_type: str | None = None
+
+
 async def fetch_calls_page(
-    conn: Executor, key_id: str, *, status: str | None, limit: int, offset: int
+    conn: Executor, key_id: str, where: CallFilter, *, limit: int, offset: int
 ) -> tuple[list[asyncpg.Record], int]:
-    """One page of the key's calls, newest first, with the total that match, in one query."""
+    """One page of the key's calls, newest first, and how many match, in one round trip.
+
+    Only the filters given become conditions, so each combination is its own statement with
+    its own plan; each filter has an index that keeps the key's calls newest first (see
+    0002_contact_centre.sql), and the count reads the same index.
+    """
+    conditions, args = ["api_key_id = $1"], [key_id]
+    for value, condition in (
+        (where.status, "status = {}"),
+        (where.flag, "flags <> '{{}}' AND flags @> ARRAY[{}::text]"),
+        (where.queue_id, "queue_id IS NOT NULL AND queue_id = {}"),
+        (where.call_type, "call_type = {}"),
+    ):
+        if value is not None:
+            args.append(value)
+            conditions.append(condition.format(f"${len(args)}"))
+    matching = " AND ".join(conditions)
     rows = await conn.fetch(
         f"""
-        SELECT {CALL_COLUMNS}, count(*) OVER () AS total FROM calls
-         WHERE api_key_id = $1 AND ($2::text IS NULL OR status = $2)
-         ORDER BY created_at DESC, id DESC
-         LIMIT $3 OFFSET $4
+        SELECT total.n AS total, page.*
+          FROM (SELECT count(*) AS n FROM calls WHERE {matching}) AS total
+          LEFT JOIN LATERAL (
+              SELECT {CALL_COLUMNS} FROM calls WHERE {matching}
+               ORDER BY created_at DESC, id DESC
+               LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}
+          ) AS page ON true
         """,
-        key_id,
-        status,
+        *args,
         limit,
         offset,
     )
-    if rows:
-        return rows, rows[0]["total"]
-    if offset == 0:
-        return [], 0
-    # Past the last page the window count has no row to ride on; count on its own.
-    total = await conn.fetchval(
-        "SELECT count(*) FROM calls WHERE api_key_id = $1 AND ($2::text IS NULL OR status = $2)",
-        key_id,
-        status,
-    )
-    return [], total
+    total = rows[0]["total"] if rows else 0
+    return [row for row in rows if row["call_id"] is not None], total

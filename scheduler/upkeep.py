@@ -4,16 +4,19 @@ reclaim or rebuild limit leases, so a flushed Redis or a killed worker loses not
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 from calls.live import LiveState
+from calls.publisher import Outgoing, Publisher
 from calls.stores import Stores
 from calls.timers import Timers
+from calls.views import message_of
 from core import keys
 from core.clock import now_ms, to_ms
 from core.lifecycle import Status, longest_delay_ms
 from db import calls as db_calls
 from db import recordings as db_recordings
+from db.outbox import fetch_unpublished
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,7 @@ PASS_LIMIT = 1_000
 class UpkeepReport:
     calls_resumed: int = 0
     uploads_resumed: int = 0
+    updates_republished: int = 0
     leases_reclaimed: int = 0
     leases_restored: int = 0
 
@@ -34,20 +38,15 @@ class Upkeep:
         self._stores = stores
         self._timers = Timers(stores.redis)
         self._live = LiveState(stores.redis)
+        self._publisher = Publisher(stores)
 
     async def run_once(self) -> UpkeepReport:
         report = UpkeepReport()
         report.calls_resumed = await self.resume_calls()
         report.uploads_resumed = await self.resume_uploads()
         report.leases_reclaimed, report.leases_restored = await self.mend_leases()
-        if any(
-            (
-                report.calls_resumed,
-                report.uploads_resumed,
-                report.leases_reclaimed,
-                report.leases_restored,
-            )
-        ):
+        report.updates_republished = await self.drain_outbox()
+        if any(astuple(report)):
             log.info("upkeep: %s", report)
         return report
 
@@ -101,6 +100,17 @@ class Upkeep:
                 Timers.schedule(pipe, keys.upload_timer(row["call_id"]), now)
             await pipe.execute()
         return len(lost)
+
+    async def drain_outbox(self) -> int:
+        """Publish committed updates whose writer could not (Redis was down, the process died).
+        Subscribers drop a seq they have seen, so one published twice does no harm."""
+        rows = await fetch_unpublished(
+            self._stores.pool, self._stores.settings.outbox_grace_ms, PASS_LIMIT
+        )
+        items = [Outgoing(row["key_id"], message_of(row), row["outbox_id"]) for row in rows]
+        if items and await self._publisher.publish(items):
+            await self._publisher.flush()
+        return len(items)
 
     async def mend_leases(self) -> tuple[int, int]:
         """Drop leases of calls that ended (a worker died before releasing them) and restore

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from calls.transitions import Move
 from core.clock import now_ms
 from core.lifecycle import Status, event_between, timed_target
-from db.calls import Move
 from worker.runtime import runtime
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ def advance_calls(due: list[tuple[str, int, str, int]]) -> dict[str, int]:
         current = Status(status)
         target = timed_target(current, rt.stores.settings)
         if target is not None:
-            moves.append(Move(call_id, status, target, event_between(current, target), seq))
+            moves.append(Move(call_id, seq, status, target, event_between(current, target)))
     moved = rt.run(rt.transitions.move(moves))
     late_ms = max((now_ms() - due_ms for *_, due_ms in due), default=0)
     return {"due": len(due), "moved": len(moved), "max_late_ms": late_ms}

@@ -12,7 +12,7 @@ from api.middlewares import rate_limit_headers
 from api.schemas import CreateCall, ListCalls, parse_body, parse_query
 from calls.views import call_body, created_body
 from core.errors import BadRequest
-from db.calls import fetch_calls_page
+from db.calls import CallFilter, fetch_calls_page
 
 IDEMPOTENCY_KEY_MAX = 255
 
@@ -45,7 +45,9 @@ async def list_calls(request: web.Request) -> web.Response:
     rows, total = await fetch_calls_page(
         request.app[appkeys.STORES].pool,
         key.id,
-        status=query.status,
+        CallFilter(
+            status=query.status, flag=query.flag, queue_id=query.queue_id, call_type=query.type
+        ),
         limit=query.limit,
         offset=(query.page - 1) * query.limit,
     )

@@ -1,4 +1,5 @@
-"""Live updates of one call: `GET /calls/{id}/stream` (SSE) and `GET /ws?call_id=` (WebSocket)."""
+"""Live updates: one call over SSE (`/calls/{id}/stream`) or WebSocket (`/ws?call_id=`), and
+every call of a key over SSE (`/stream`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from aiohttp_sse import sse_response
 from api import appkeys
 from api.handlers.common import as_uuid, path_uuid
 from api.middlewares import streams_accept_query_token
-from api.realtime.follow import follow_call
+from api.realtime.follow import follow_call, follow_key
+from api.realtime.hub import RESYNC
 from core.errors import BadRequest
 
 _SEQ = re.compile(r"^[0-9]{1,9}$")
@@ -89,3 +91,26 @@ async def _drain(ws: web.WebSocketResponse) -> None:
 async def _send_all(ws: web.WebSocketResponse, messages: AsyncIterator[dict[str, Any]]) -> None:
     async for message in messages:
         await ws.send_str(orjson.dumps(message).decode())
+
+
+@streams_accept_query_token
+async def key_stream(request: web.Request) -> web.StreamResponse:
+    """SSE of every call of the caller's key: `ready` once subscribed, then a `call` message per
+    new call and transition, and `resync` when the client should read `GET /calls` again."""
+    app = request.app
+    follow = follow_key(app[appkeys.HUB], app[appkeys.STORES].pool, appkeys.api_key(request).id)
+    async with (
+        follow as messages,
+        sse_response(
+            request,
+            ping_interval=app[appkeys.SETTINGS].stream_ping_s,
+            headers={"X-Accel-Buffering": "no"},
+        ) as stream,
+    ):
+        await stream.send("{}", event="ready")
+        async for message in messages:
+            if message is RESYNC:
+                await stream.send('{"reason": "updates may have been missed"}', event="resync")
+            else:
+                await stream.send(orjson.dumps(message).decode(), event="call")
+    return stream

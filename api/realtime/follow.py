@@ -1,16 +1,17 @@
-"""Following one call: its current state (or what came after Last-Event-ID), then every later
-transition in order, none twice, until COMPLETED. SSE and WebSocket both read this."""
+"""Following one call (its current state or what came after Last-Event-ID, then every later
+transition in order, none twice, until COMPLETED), or every call of a key."""
 
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 
 from api.realtime.hub import RESYNC, Hub, Subscription
-from calls.views import event_message
+from calls.views import message_of
 from core.errors import NotFound
 from core.lifecycle import Status
 from db import calls as db_calls
@@ -39,10 +40,10 @@ async def _messages(
 ) -> AsyncIterator[dict[str, Any]]:
     call_id = latest["call_id"]
     if after_seq is None:
-        yield event_message(latest)
+        yield message_of(latest)
     if after_seq is None or after_seq >= latest["seq"]:
         # A client claiming more than exists resumes from what does exist.
-        last, status = latest["seq"], latest["to_status"]
+        last, status = latest["seq"], latest["status"]
     else:
         last, status = after_seq, None
         async for message in _history(pool, call_id, last):
@@ -66,4 +67,45 @@ async def _history(
     pool: asyncpg.Pool, call_id: str, after_seq: int
 ) -> AsyncIterator[dict[str, Any]]:
     for row in await db_calls.fetch_events(pool, call_id, after_seq):
-        yield event_message(row)
+        yield message_of(row)
+
+
+# Calls whose last seq a key stream remembers, to drop repeats and fill gaps.
+REMEMBERED_CALLS = 10_000
+
+
+@contextlib.asynccontextmanager
+async def follow_key(
+    hub: Hub, pool: asyncpg.Pool, key_id: str
+) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+    """Follow every call of a key: new calls and transitions as they happen, each call's in
+    order and none twice. When messages may have been missed (a slow reader, a lost Redis
+    connection) it yields RESYNC, so the client can read the current list again."""
+    with hub.key(key_id) as sub:
+        async with contextlib.aclosing(_key_messages(sub, pool, key_id)) as messages:
+            yield messages
+
+
+async def _key_messages(
+    sub: Subscription, pool: asyncpg.Pool, key_id: str
+) -> AsyncIterator[dict[str, Any]]:
+    last_seq: OrderedDict[str, int] = OrderedDict()
+    while True:
+        message = await sub.get()
+        if message is RESYNC:
+            last_seq.clear()
+            yield RESYNC
+            continue
+        call_id, seq = message["call_id"], message["seq"]
+        last = last_seq.get(call_id, seq - 1 if seq > 1 else 0)
+        if seq <= last:
+            continue
+        if seq > last + 1 and call_id in last_seq:
+            for row in await db_calls.fetch_events(pool, call_id, last, key_id):
+                if row["seq"] < seq:
+                    yield message_of(row)
+        last_seq[call_id] = seq
+        last_seq.move_to_end(call_id)
+        if len(last_seq) > REMEMBERED_CALLS:
+            last_seq.popitem(last=False)
+        yield message

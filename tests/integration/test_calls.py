@@ -33,6 +33,7 @@ async def test_get_after_create_returns_the_call(api: Api) -> None:
     assert body["call_id"] == created["call_id"]
     assert body["status"] in {"QUEUED", "RINGING", "ANSWERED", "UNANSWERED", "COMPLETED"}
     assert body["metadata"] == {"test": True}
+    # The original service's fields, and what the contact-centre events add.
     assert set(body) == {
         "call_id",
         "status",
@@ -43,7 +44,13 @@ async def test_get_after_create_returns_the_call(api: Api) -> None:
         "recording_url",
         "created_at",
         "updated_at",
+        "type",
+        "source",
+        "queue_id",
+        "agent_id",
+        "end_reason",
     }
+    assert (body["type"], body["source"]) == ("voice", "simulated")
 
 
 async def test_another_keys_call_is_not_found(make_api) -> None:

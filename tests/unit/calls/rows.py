@@ -21,8 +21,17 @@ def call_row(**overrides: Any) -> dict[str, Any]:
         "metadata": {"campaign": "spring", "attempt": 1, "tags": ["vip"]},
         "flags": [],
         "recording_url": None,
+        "call_type": "voice",
+        "queue_id": None,
+        "agent_id": None,
+        "end_reason": None,
         "created_at": CREATED_AT,
         "updated_at": CREATED_AT + timedelta(milliseconds=1_517),
         "status_changed_at": CREATED_AT + timedelta(milliseconds=1_517),
+        "started_at": CREATED_AT,
+        "routed_at": CREATED_AT + timedelta(milliseconds=1_517),
+        "answered_at": None,
+        "held_at": None,
+        "ended_at": None,
     }
     return row | overrides

@@ -1,0 +1,123 @@
+"""Posted lifecycle events: create ingested calls, move any call, dedupe by event_id."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from calls.stores import Stores
+from calls.transitions import Reported, Transitions
+from core.errors import Conflict, NotFound
+from core.lifecycle import Event
+from core.limiter import EventRate
+from db import calls as db_calls
+from db.keys import ApiKey
+
+# Namespace of call ids made from (key, event_id) when a call_initiated names no call_id, so
+# that a repeat of the same event finds the same call.
+_CALL_IDS = uuid.UUID("6f1c1d0e-8a9b-4c59-9f3e-0b6a4b7c2d11")
+
+
+@dataclass(frozen=True, slots=True)
+class PostedEvent:
+    """One event as the sender posted it, validated."""
+
+    event: Event
+    call_id: str | None = None
+    event_id: str | None = None
+    occurred_at: datetime | None = None
+    # call_initiated
+    call_type: str = "voice"
+    queue_id: str | None = None
+    from_number: str | None = None
+    to_number: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    # later events
+    agent_id: str | None = None
+    end_reason: str | None = None
+    reported: Reported = field(default_factory=Reported)
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    event: Mapping[str, Any]
+    # False when event_id matched an earlier event: nothing was written or published.
+    created: bool
+
+
+class EventService:
+    def __init__(self, stores: Stores, transitions: Transitions) -> None:
+        self._stores = stores
+        self._transitions = transitions
+        self._rate = EventRate(stores.redis)
+
+    async def ingest(self, key: ApiKey, posted: PostedEvent) -> Ingested:
+        """Apply one posted event within the key's events-per-second allowance."""
+        await self._rate.take(key.id, self._stores.settings.max_events_per_second_per_key)
+        occurred_at = posted.occurred_at or datetime.now(UTC)
+        if posted.event is Event.CALL_INITIATED:
+            return await self._initiate(key, posted, occurred_at)
+
+        call_id = posted.call_id
+        assert call_id is not None, "the payload model requires call_id after call_initiated"
+        async with self._stores.pool.acquire() as conn, conn.transaction():
+            call = (await db_calls.lock_calls(conn, [call_id], key.id)).get(call_id)
+            if call is None:
+                raise NotFound("Call not found")
+            # Under the call's row lock, so copies arriving together see each other.
+            if posted.event_id is not None:
+                earlier = await db_calls.fetch_event_by_event_id(conn, call_id, posted.event_id)
+                if earlier is not None:
+                    return Ingested(earlier, created=False)
+            row = await self._transitions.apply_event(
+                conn,
+                call,
+                posted.event,
+                occurred_at=occurred_at,
+                reported=posted.reported,
+                event_id=posted.event_id,
+                agent_id=posted.agent_id,
+                end_reason=posted.end_reason,
+            )
+        await self._transitions.after_commit([row])
+        return Ingested(row, created=True)
+
+    async def _initiate(self, key: ApiKey, posted: PostedEvent, occurred_at: datetime) -> Ingested:
+        call_id = posted.call_id
+        if call_id is None:
+            name = f"{key.id}:{posted.event_id}" if posted.event_id else None
+            call_id = str(uuid.uuid5(_CALL_IDS, name) if name else uuid.uuid4())
+        row = await db_calls.insert_call(
+            self._stores.pool,
+            call_id=call_id,
+            key_id=key.id,
+            kind="ingested",
+            from_number=posted.from_number,
+            to_number=posted.to_number,
+            metadata=posted.metadata,
+            call_type=posted.call_type,
+            queue_id=posted.queue_id,
+            started_at=occurred_at,
+            event_id=posted.event_id,
+            data={"type": posted.call_type, "queue_id": posted.queue_id},
+        )
+        if row is None:
+            if posted.event_id is not None:
+                earlier = await db_calls.fetch_event_by_event_id(
+                    self._stores.pool, call_id, posted.event_id
+                )
+                if earlier is not None and earlier["key_id"] == key.id:
+                    return Ingested(earlier, created=False)
+            raise Conflict(f"Call {call_id} already exists")
+        await self._transitions.after_commit([row])
+        return Ingested(row, created=True)
+
+    async def history(self, key: ApiKey, call_id: str) -> list[Mapping[str, Any]]:
+        """The call's events in order; NotFound if it is not the key's."""
+        events = await db_calls.fetch_events(self._stores.pool, call_id, key_id=key.id)
+        if not events:
+            raise NotFound("Call not found")
+        return events
