@@ -10,6 +10,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from core.rules import Flag
+
 Executor = asyncpg.Connection | asyncpg.Pool
 
 # Every column a view of a call needs; the live state in Redis is built from the same row.
@@ -327,13 +329,16 @@ async def fetch_calls_page(
     conditions, args = ["api_key_id = $1"], [key_id]
     for value, condition in (
         (where.status, "status = {}"),
-        (where.flag, "flags <> '{{}}' AND flags @> ARRAY[{}::text]"),
         (where.queue_id, "queue_id IS NOT NULL AND queue_id = {}"),
         (where.call_type, "call_type = {}"),
     ):
         if value is not None:
             args.append(value)
             conditions.append(condition.format(f"${len(args)}"))
+    if where.flag is not None:
+        # A literal, not a parameter, so the planner matches the flag's partial index; the
+        # value is one of core.rules.Flag, never the caller's text.
+        conditions.append(f"flags @> '{{{Flag(where.flag).value}}}'")
     matching = " AND ".join(conditions)
     rows = await conn.fetch(
         f"""

@@ -35,8 +35,12 @@ CREATE TABLE calls (
     UNIQUE (api_key_id, idempotency_key)
 );
 
-CREATE INDEX calls_key_created_idx ON calls (api_key_id, created_at DESC);
-CREATE INDEX calls_created_idx ON calls (created_at DESC);
+-- A key's calls newest first (id breaks ties, so pages are stable): lists read it in order.
+CREATE INDEX calls_key_created_idx ON calls (api_key_id, created_at DESC, id DESC);
+-- For "calls created in the last second" only. A BRIN index is tiny on an append-mostly time
+-- column and, unlike a B-tree, cannot tempt the planner to walk every key's calls in time
+-- order to find one key's page.
+CREATE INDEX calls_created_brin ON calls USING brin (created_at);
 -- Active calls are few; the scheduler's reconciliation and the active count read only these.
 CREATE INDEX calls_active_idx ON calls (status_changed_at) WHERE status <> 'COMPLETED';
 

@@ -17,15 +17,21 @@ ALTER TABLE calls
 UPDATE calls SET started_at = created_at WHERE started_at IS NULL;
 ALTER TABLE calls ALTER COLUMN started_at SET DEFAULT now(), ALTER COLUMN started_at SET NOT NULL;
 
--- Lists are newest first within one key; each filter has an index that keeps that order.
-CREATE INDEX calls_key_status_created_idx ON calls (api_key_id, status, created_at DESC);
-CREATE INDEX calls_key_queue_created_idx ON calls (api_key_id, queue_id, created_at DESC)
+-- Lists are newest first within one key; each filter has an index that yields its calls in
+-- that order, so a page reads only its own rows however many calls match or do not.
+CREATE INDEX calls_key_status_created_idx ON calls (api_key_id, status, created_at DESC, id DESC);
+CREATE INDEX calls_key_queue_created_idx ON calls (api_key_id, queue_id, created_at DESC, id DESC)
     WHERE queue_id IS NOT NULL;
-CREATE INDEX calls_key_type_created_idx ON calls (api_key_id, call_type, created_at DESC);
--- Flagged calls are the exception; a partial index per key keeps the flag filter cheap.
-CREATE INDEX calls_key_flagged_created_idx ON calls (api_key_id, created_at DESC)
-    WHERE flags <> '{}';
-CREATE INDEX calls_flags_idx ON calls USING gin (flags);
+CREATE INDEX calls_key_type_created_idx ON calls (api_key_id, call_type, created_at DESC, id DESC);
+-- One partial index per flag (the set is fixed by core/rules.py): each holds only its calls.
+CREATE INDEX calls_key_wait_sla_idx ON calls (api_key_id, created_at DESC, id DESC)
+    WHERE flags @> '{wait_sla_exceeded}';
+CREATE INDEX calls_key_hold_limit_idx ON calls (api_key_id, created_at DESC, id DESC)
+    WHERE flags @> '{hold_limit_exceeded}';
+CREATE INDEX calls_key_short_call_idx ON calls (api_key_id, created_at DESC, id DESC)
+    WHERE flags @> '{short_call}';
+CREATE INDEX calls_key_rerouted_idx ON calls (api_key_id, created_at DESC, id DESC)
+    WHERE flags @> '{rerouted}';
 
 ALTER TABLE call_events
     ADD COLUMN event_id    text,
