@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     RootModel,
@@ -30,6 +31,16 @@ CallType = Literal["voice", "video"]
 # A call id: accepted in any UUID spelling, handed on in canonical form.
 UUIDStr = Annotated[uuid.UUID, AfterValidator(str)]
 _EVENT_NAMES = [event.value for event in Event]
+
+
+def _iso_date_time(value: Any) -> Any:
+    # pydantic would also take Unix seconds and a bare date; senders must say when, in full.
+    if not isinstance(value, str) or not re.match(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}", value):
+        raise ValueError("must be an ISO 8601 date and time")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_date_time)]
 
 # E.164's shape: a plus and up to 15 digits. The leading-zero rule is not enforced, because the
 # original service's own examples (+0987654321) must keep working.
@@ -74,7 +85,7 @@ class _PostedEvent(BaseModel):
 
     call_id: UUIDStr
     event_id: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None
-    occurred_at: datetime | None = None
+    occurred_at: IsoDateTime | None = None
 
 
 class CallInitiated(_PostedEvent):
@@ -232,6 +243,8 @@ def _validate(model: type[BaseModel], data: dict[str, Any]) -> Any:
                 missing.append("event")
             elif kind == "union_tag_invalid":
                 bad.append("event must be one of " + ", ".join(_EVENT_NAMES))
+            elif kind == "value_error":
+                bad.append(f"{field} {error['ctx']['error']}")
             elif kind in ("enum", "literal_error"):
                 choices = re.findall(r"'([^']*)'", error["ctx"]["expected"])
                 bad.append(f"{field} must be one of {', '.join(choices)}")

@@ -168,7 +168,11 @@ class Transitions:
             if given is not None:
                 return given
             start: datetime | None = call[since]
-            return None if start is None else max(0.0, (at - start).total_seconds()) / scale
+            if start is None:
+                return None
+            # Rounded to the microsecond the timestamps have, so 0.45 s at scale 0.015 is
+            # exactly 30 s rather than 30.000000000000004 (which a "> 30" rule would flag).
+            return round(max(0.0, (at - start).total_seconds()) / scale, 6)
 
         status = Status(call["status"])
         match event:
