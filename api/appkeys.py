@@ -23,6 +23,8 @@ TRANSITIONS = web.AppKey("transitions", Transitions)
 RECORDINGS = web.AppKey("recordings", Recordings)
 HUB = web.AppKey("hub", Hub)
 STARTED_AT = web.AppKey("started_at", float)
+# Each aiohttp route and the api.routes.Route that describes it (auth, docs).
+ROUTES = web.AppKey("routes", dict)
 
 # Per request: the caller's key and the request id.
 API_KEY = "api_key"

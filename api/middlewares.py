@@ -43,18 +43,6 @@ _STATUS: dict[type[DomainError], int] = {
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def public(handler: Handler) -> Handler:
-    """Mark a handler as open to callers without an API key."""
-    handler.public = True  # type: ignore[attr-defined]
-    return handler
-
-
-def streams_accept_query_token(handler: Handler) -> Handler:
-    """Let a stream handler take the key as `access_token=` (browsers cannot set headers)."""
-    handler.query_token = True  # type: ignore[attr-defined]
-    return handler
-
-
 def error_response(
     status: int, message: str, *, error: str | None = None, headers=None
 ) -> web.Response:
@@ -146,9 +134,9 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     match_info = request.match_info
     if match_info.http_exception is not None:
         raise match_info.http_exception
-    target = match_info.handler
-    if getattr(target, "public", False):
+    route = request.app[appkeys.ROUTES][match_info.route]
+    if route.public:
         return await handler(request)
-    secret = presented_secret(request, allow_query=getattr(target, "query_token", False))
+    secret = presented_secret(request, allow_query=route.query_token)
     request[appkeys.API_KEY] = await request.app[appkeys.KEYS].resolve(secret)
     return await handler(request)

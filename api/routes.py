@@ -1,31 +1,78 @@
-"""Every route of the API, read top to bottom."""
+"""Every route of the API, read top to bottom: what serves it, who may call it, and what it
+takes and answers (the OpenAPI document is built from this table)."""
 
 from __future__ import annotations
 
-from aiohttp import web
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
-from api.handlers import calls, events, health, metrics, recordings, streams
+from aiohttp import web
+from pydantic import BaseModel
+
+from api import appkeys, models, schemas
+from api.handlers import calls, docs, events, health, metrics, recordings, streams
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# What a response that is not JSON carries, for the document.
+SSE, WEBSOCKET, AUDIO, PROMETHEUS, HTML = (
+    "text/event-stream",
+    "websocket",
+    "audio/*",
+    "text/plain",
+    "text/html",
+)
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    # The answers besides the errors every route shares (401, 405, 413, 503 …).
+    ok: dict[int, type[BaseModel] | str]
+    errors: tuple[int, ...] = ()
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    public: bool = False
+    # Browsers cannot set headers on EventSource or WebSocket: streams take `access_token=`.
+    query_token: bool = False
+    tag: str = "calls"
+
+
+# One line per route, so the table reads top to bottom (hence no formatter and long lines here).
+# fmt: off
+P = {"public": True, "tag": "platform"}
+ROUTES: list[Route] = [
+    Route("GET",  "/",              health.index,    "What this is and where to go",  {200: models.Index}, **P),
+    Route("GET",  "/health",        health.health,   "Liveness",                      {200: models.Health}, **P),
+    Route("GET",  "/ready",         health.ready,    "Readiness: both stores answer", {200: models.Ready, 503: models.Ready}, **P),
+    Route("GET",  "/openapi.json",  docs.openapi,    "This document, OpenAPI 3.1",    {200: "application/json"}, **P),
+    Route("GET",  "/docs",          docs.page,       "This document, rendered",       {200: HTML}, **P),
+    Route("POST", "/calls",         calls.create_call, "Create a simulated call",     {201: models.CreatedCall}, (400, 422, 429), body=schemas.CreateCall,
+          headers={"Idempotency-Key": "A repeat replays the first answer; the same key with another body is a 422."}),
+    Route("GET",  "/calls",         calls.list_calls, "The key's calls, newest first", {200: models.CallPage}, (400,), query=schemas.ListCalls),
+    Route("GET",  "/calls/{call_id}", calls.get_call, "One call",                     {200: models.Call}, (400, 404)),
+    Route("GET",  "/calls/{call_id}/events", events.call_events, "A call's history, in order", {200: models.History}, (400, 404), tag="events"),
+    Route("GET",  "/calls/{call_id}/recording", recordings.get_recording, "A call's recording", {200: AUDIO}, (400, 404)),
+    Route("GET",  "/calls/{call_id}/stream", streams.call_stream, "Follow one call (SSE)", {200: SSE}, (400, 404), query_token=True, tag="realtime",
+          headers={"Last-Event-ID": "Resume after this seq (also ?last_event_id=)."}),
+    Route("GET",  "/ws",            streams.call_websocket, "Follow one call (WebSocket, ?call_id=)", {101: WEBSOCKET}, (400, 404), query_token=True, tag="realtime"),
+    Route("GET",  "/stream",        streams.key_stream, "Follow every call of the key (SSE)", {200: SSE}, query_token=True, tag="realtime"),
+    Route("POST", "/events",        events.post_event, "Ingest one lifecycle event",  {201: models.StoredEvent, 200: models.StoredEvent}, (400, 404, 409, 422, 429), body=schemas.PostEvent, tag="events"),
+    Route("GET",  "/metrics",       metrics.metrics, "Platform counters (JSON or Prometheus text)", {200: models.Metrics}, tag="platform"),
+    # The contact-centre service's paths, for its clients.
+    Route("POST", "/api/events",    events.post_event, "Ingest one lifecycle event",  {201: models.StoredEvent, 200: models.StoredEvent}, (400, 404, 409, 422, 429), body=schemas.PostEvent, tag="events"),
+    Route("GET",  "/api/calls",     calls.list_calls, "The key's calls, newest first", {200: models.CallPage}, (400,), query=schemas.ListCalls, tag="events"),
+    Route("GET",  "/api/calls/{call_id}/events", events.call_events, "A call's history, in order", {200: models.History}, (400, 404), tag="events"),
+]
+# fmt: on
 
 
 def setup_routes(app: web.Application) -> None:
-    app.router.add_routes(
-        [
-            web.get("/", health.index),
-            web.get("/health", health.health),
-            web.get("/ready", health.ready),
-            web.post("/calls", calls.create_call),
-            web.get("/calls", calls.list_calls),
-            web.get("/calls/{call_id}", calls.get_call),
-            web.get("/calls/{call_id}/events", events.call_events),
-            web.get("/calls/{call_id}/recording", recordings.get_recording),
-            web.get("/calls/{call_id}/stream", streams.call_stream),
-            web.get("/ws", streams.call_websocket),
-            web.post("/events", events.post_event),
-            web.get("/stream", streams.key_stream),
-            web.get("/metrics", metrics.metrics),
-            # The contact-centre service's paths, for its clients.
-            web.post("/api/events", events.post_event),
-            web.get("/api/calls", calls.list_calls),
-            web.get("/api/calls/{call_id}/events", events.call_events),
-        ]
-    )
+    specs = {}
+    for route in ROUTES:
+        specs[app.router.add_route(route.method, route.path, route.handler)] = route
+    app[appkeys.ROUTES] = specs

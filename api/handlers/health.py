@@ -9,25 +9,28 @@ from aiohttp import web
 
 from api import appkeys
 from api.handlers.common import json_response
-from api.middlewares import public
 from core.clock import from_ms, iso, now_ms
 
 
-@public
 async def index(request: web.Request) -> web.Response:
     return json_response(
         {
             "name": "mock-comms",
             "description": "A mock telephony platform: simulated calls, events, live streams.",
-            "health": "/health",
-            "ready": "/ready",
-            "calls": "/calls",
-            "metrics": "/metrics",
+            "links": {
+                "docs": "/docs",
+                "openapi": "/openapi.json",
+                "health": "/health",
+                "ready": "/ready",
+                "calls": "/calls",
+                "events": "/events",
+                "stream": "/stream",
+                "metrics": "/metrics",
+            },
         }
     )
 
 
-@public
 async def health(request: web.Request) -> web.Response:
     uptime = time.monotonic() - request.app[appkeys.STARTED_AT]
     return json_response(
@@ -35,7 +38,6 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
-@public
 async def ready(request: web.Request) -> web.Response:
     """Both stores answer within a second: 200, else 503 naming the one that does not."""
     stores = request.app[appkeys.STORES]

@@ -15,7 +15,6 @@ from aiohttp_sse import sse_response
 
 from api import appkeys
 from api.handlers.common import as_uuid, path_uuid
-from api.middlewares import streams_accept_query_token
 from api.realtime.follow import follow_call, follow_key
 from api.realtime.hub import RESYNC
 from core.errors import BadRequest
@@ -32,7 +31,6 @@ def _last_event_id(request: web.Request) -> int | None:
     return int(raw)
 
 
-@streams_accept_query_token
 async def call_stream(request: web.Request) -> web.StreamResponse:
     """SSE: each message's id is its seq, so a reconnect with Last-Event-ID resumes exactly."""
     call_id = path_uuid(request)
@@ -54,7 +52,6 @@ async def call_stream(request: web.Request) -> web.StreamResponse:
     return stream
 
 
-@streams_accept_query_token
 async def call_websocket(request: web.Request) -> web.StreamResponse:
     """WebSocket: the same messages as JSON text frames; closed (1000) after COMPLETED."""
     raw_id = request.query.get("call_id")
@@ -93,7 +90,6 @@ async def _send_all(ws: web.WebSocketResponse, messages: AsyncIterator[dict[str,
         await ws.send_str(orjson.dumps(message).decode())
 
 
-@streams_accept_query_token
 async def key_stream(request: web.Request) -> web.StreamResponse:
     """SSE of every call of the caller's key: `ready` once subscribed, then a `call` message per
     new call and transition, and `resync` when the client should read `GET /calls` again."""

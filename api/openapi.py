@@ -1,0 +1,252 @@
+"""The OpenAPI 3.1 document, built from the route table and the pydantic models."""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from api import models
+
+if TYPE_CHECKING:
+    from api.routes import Route
+
+# Errors any route can answer: no or a bad key (not on public routes), a wrong method, a body
+# over the limit, a store down.
+_COMMON_ERRORS = (405, 413, 503)
+_ERROR_EXAMPLES = {
+    400: "Missing required fields: from, to",
+    401: "Invalid API key",
+    404: "Call not found",
+    405: "DELETE is not allowed here; use GET, POST",
+    409: "Call 6f1c1d0e-8a9b-4c59-9f3e-0b6a4b7c2d11 already exists",
+    413: "Request body is larger than the limit of 65536 bytes",
+    422: "Invalid transition: call_hold cannot move a call from QUEUED to ON_HOLD",
+    429: "Maximum concurrent calls reached (3)",
+    503: "PostgreSQL is unavailable; try again shortly",
+}
+_RATE_HEADERS = {
+    "Retry-After": "Seconds to wait before trying again.",
+    "RateLimit-Limit": "The limit that applies.",
+    "RateLimit-Remaining": "What is left of it now.",
+    "RateLimit-Reset": "Seconds until it resets.",
+}
+
+
+def build_document(routes: list[Route], server_url: str) -> dict[str, Any]:
+    json_models = _models(routes)
+    _, schema = models_json_schema(
+        [
+            (model, "validation" if _is_request(model, routes) else "serialization")
+            for model in json_models
+        ],
+        ref_template="#/components/schemas/{model}",
+    )
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "mock-comms",
+            "version": "1.0.0",
+            "description": (
+                "A mock telephony platform: simulated calls with limits, timers and recordings, "
+                "contact-centre events with business rules, and live streams of every transition."
+            ),
+        },
+        "servers": [{"url": server_url}],
+        "security": [{"bearer": []}, {"apiKey": []}],
+        "tags": [{"name": tag} for tag in dict.fromkeys(route.tag for route in routes)],
+        "paths": paths,
+        "components": {
+            "schemas": schema.get("$defs", {}),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "accessToken": {"type": "apiKey", "in": "query", "name": "access_token"},
+            },
+        },
+    }
+
+
+def _models(routes: list[Route]) -> list[type[BaseModel]]:
+    found: dict[str, type[BaseModel]] = {"Error": models.Error}
+    for route in routes:
+        for model in (route.body, route.query, *route.ok.values()):
+            if isinstance(model, type) and issubclass(model, BaseModel):
+                found[model.__name__] = model
+    found["Message"] = models.Message
+    return list(found.values())
+
+
+def _is_request(model: type[BaseModel], routes: list[Route]) -> bool:
+    return any(model in (route.body, route.query) for route in routes)
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _operation(route: Route) -> dict[str, Any]:
+    slug = re.sub(r"[^a-z0-9]+", "_", route.path.lower()).strip("_") or "index"
+    operation: dict[str, Any] = {
+        "summary": route.summary,
+        "operationId": f"{route.method.lower()}_{slug}",
+        "tags": [route.tag],
+        "parameters": _parameters(route),
+        "responses": {},
+    }
+    if route.public:
+        operation["security"] = []
+    elif route.query_token:
+        operation["security"] = [{"bearer": []}, {"apiKey": []}, {"accessToken": []}]
+    if route.body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(route.body)}},
+        }
+    for status, answer in route.ok.items():
+        operation["responses"][str(status)] = _response(status, answer, route)
+    errors = {*route.errors, *_COMMON_ERRORS} | (set() if route.public else {401})
+    for status in sorted(errors):
+        response = {
+            "description": HTTPStatus(status).phrase,
+            "content": {
+                "application/json": {
+                    "schema": _ref(models.Error),
+                    "example": {
+                        "error": HTTPStatus(status).phrase
+                        if status != 429
+                        else "Rate limit exceeded",
+                        "message": _ERROR_EXAMPLES[status],
+                    },
+                }
+            },
+        }
+        if status == 429:
+            response["headers"] = {
+                name: {"description": text, "schema": {"type": "integer"}}
+                for name, text in _RATE_HEADERS.items()
+            }
+        if status == 405:
+            response["headers"] = {
+                "Allow": {
+                    "description": "The methods this path takes.",
+                    "schema": {"type": "string"},
+                }
+            }
+        operation["responses"][str(status)] = response
+    return operation
+
+
+def _response(status: int, answer: type[BaseModel] | str, route: Route) -> dict[str, Any]:
+    headers = {
+        "X-Request-ID": {
+            "description": "The request's id (yours, or made).",
+            "schema": {"type": "string"},
+        }
+    }
+    if route.path == "/calls" and route.method == "POST":
+        headers |= {
+            name: spec
+            for name, spec in {
+                "RateLimit-Limit": {
+                    "description": _RATE_HEADERS["RateLimit-Limit"],
+                    "schema": {"type": "integer"},
+                },
+                "RateLimit-Remaining": {
+                    "description": _RATE_HEADERS["RateLimit-Remaining"],
+                    "schema": {"type": "integer"},
+                },
+                "RateLimit-Reset": {
+                    "description": _RATE_HEADERS["RateLimit-Reset"],
+                    "schema": {"type": "integer"},
+                },
+                "Idempotent-Replayed": {
+                    "description": "true when this answers a repeated Idempotency-Key.",
+                    "schema": {"type": "string"},
+                },
+            }.items()
+        }
+    response: dict[str, Any] = {"description": HTTPStatus(status).phrase, "headers": headers}
+    if isinstance(answer, type):
+        response["content"] = {"application/json": {"schema": _ref(answer)}}
+        if answer is models.Metrics:
+            response["content"]["text/plain"] = {
+                "schema": {
+                    "type": "string",
+                    "description": "Prometheus text (Accept: text/plain or ?format=prometheus).",
+                }
+            }
+    elif answer == "text/event-stream":
+        response["content"] = {
+            "text/event-stream": {
+                "schema": {
+                    "type": "string",
+                    "description": "Server-sent events; each `data:` is a Message.",
+                }
+            }
+        }
+        response["description"] += ": events named `call` carry a Message" + (
+            "; `ready` and `resync` frame the key stream"
+            if route.path == "/stream"
+            else "; ids are seqs"
+        )
+    elif answer == "websocket":
+        response["description"] = (
+            "Switching Protocols: one JSON Message per text frame, closed after COMPLETED."
+        )
+    elif answer == "application/json":
+        response["content"] = {"application/json": {"schema": {"type": "object"}}}
+    else:
+        response["content"] = {answer: {"schema": {"type": "string", "format": "binary"}}}
+    return response
+
+
+def _parameters(route: Route) -> list[dict[str, Any]]:
+    parameters = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "format": "uuid"},
+        }
+        for name in re.findall(r"{(\w+)}", route.path)
+    ]
+    if route.path == "/ws":
+        parameters.append(
+            {
+                "name": "call_id",
+                "in": "query",
+                "required": True,
+                "schema": {"type": "string", "format": "uuid"},
+            }
+        )
+    if route.query is not None:
+        schema = route.query.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, spec in schema["properties"].items():
+            parameters.append({"name": name, "in": "query", "required": False, "schema": spec})
+    for name, text in route.headers.items():
+        parameters.append(
+            {
+                "name": name,
+                "in": "header",
+                "required": False,
+                "description": text,
+                "schema": {"type": "string"},
+            }
+        )
+    parameters.append(
+        {
+            "name": "X-Request-ID",
+            "in": "header",
+            "required": False,
+            "description": "Your id for this request; echoed and logged.",
+            "schema": {"type": "string"},
+        }
+    )
+    return parameters

@@ -1,0 +1,75 @@
+"""The OpenAPI document: valid 3.1, built from the route table, every route and error in it."""
+
+from __future__ import annotations
+
+from openapi_spec_validator import validate
+
+from api.app import create_app
+from api.openapi import build_document
+from api.routes import ROUTES
+from core.settings import Settings
+
+
+def document() -> dict:
+    return build_document(ROUTES, "http://localhost:3000")
+
+
+def test_the_document_is_valid_openapi_3_1() -> None:
+    spec = document()
+    assert spec["openapi"] == "3.1.0"
+    validate(spec)
+
+
+def test_every_route_the_app_serves_is_documented() -> None:
+    app = create_app(Settings(_env_file=None))
+    served = {
+        (route.method.lower(), route.resource.canonical)
+        for route in app.router.routes()
+        if route.method != "HEAD"
+    }
+    paths = document()["paths"]
+    documented = {(method, path) for path, methods in paths.items() for method in methods}
+    assert served == documented
+
+
+def test_request_bodies_come_from_the_models_that_validate_them() -> None:
+    schemas = document()["components"]["schemas"]
+    assert schemas["CreateCall"]["required"] == ["from", "to"]
+    assert schemas["CreateCall"]["additionalProperties"] is False
+    assert set(schemas["PostEvent"]["discriminator"]["mapping"]) == {
+        "call_initiated",
+        "call_routed",
+        "call_answered",
+        "call_unanswered",
+        "call_hold",
+        "call_resumed",
+        "call_ended",
+    }
+
+
+def test_every_error_answer_is_the_error_shape_and_rate_limits_carry_their_headers() -> None:
+    for methods in document()["paths"].values():
+        for operation in methods.values():
+            for status, response in operation["responses"].items():
+                if int(status) >= 400:
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/Error"}
+            if "429" in operation["responses"]:
+                assert {"Retry-After", "RateLimit-Limit"} <= set(
+                    operation["responses"]["429"]["headers"]
+                )
+
+
+def test_public_routes_need_no_key_and_streams_take_an_access_token() -> None:
+    paths = document()["paths"]
+    assert paths["/health"]["get"]["security"] == []
+    assert "401" not in paths["/health"]["get"]["responses"]
+    assert {"accessToken": []} in paths["/calls/{call_id}/stream"]["get"]["security"]
+    assert "401" in paths["/calls"]["post"]["responses"]
+
+
+def test_list_filters_are_query_parameters() -> None:
+    names = {
+        p["name"] for p in document()["paths"]["/calls"]["get"]["parameters"] if p["in"] == "query"
+    }
+    assert names == {"page", "limit", "status", "flag", "queue_id", "type"}
