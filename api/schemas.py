@@ -224,7 +224,11 @@ def parse_body(model: type[BaseModel], data: Any) -> Any:
 
 def parse_query(model: type[BaseModel], query: Mapping[str, str]) -> Any:
     """Validate query parameters (the last of repeated ones wins) as `model`."""
-    return _validate(model, dict(query.items()))
+    values = dict(query.items())
+    for name, value in values.items():
+        if "\x00" in value:
+            raise BadRequest(f"{name} must not contain NUL characters")
+    return _validate(model, values)
 
 
 def _validate(model: type[BaseModel], data: dict[str, Any]) -> Any:

@@ -11,6 +11,9 @@ from aiohttp import web
 from api import appkeys
 from core.errors import BadRequest
 
+# How deep a JSON body may nest (metadata is the only place it can).
+MAX_DEPTH = 32
+
 
 def base_url(request: web.Request) -> str:
     configured = request.app[appkeys.SETTINGS].public_base_url
@@ -23,9 +26,29 @@ async def json_body(request: web.Request) -> Any:
     if not raw.strip():
         raise BadRequest("Request body must be a JSON object")
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"Malformed JSON: {exc.msg} at position {exc.pos}") from None
+    _check_storable(body)
+    return body
+
+
+def _check_storable(body: Any) -> None:
+    """Refuse what PostgreSQL cannot store, before it gets there: a NUL character (text and
+    jsonb refuse U+0000) and nesting deeper than MAX_DEPTH."""
+    stack = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise BadRequest(f"JSON is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise BadRequest("JSON strings must not contain NUL characters (\\u0000)")
+        elif isinstance(value, dict):
+            stack.extend((key, depth) for key in value)
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
 
 
 def path_uuid(request: web.Request, name: str = "call_id") -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -82,27 +83,41 @@ async def follow_key(
     order and none twice. When messages may have been missed (a slow reader, a lost Redis
     connection) it yields RESYNC, so the client can read the current list again."""
     with hub.key(key_id) as sub:
-        async with contextlib.aclosing(_key_messages(sub, pool, key_id)) as messages:
+        # What is committed from now on is the stream's to deliver; an earlier part of a call's
+        # history is not (the stream did not exist yet).
+        since = await _window_start(pool)
+        async with contextlib.aclosing(_key_messages(sub, pool, key_id, since)) as messages:
             yield messages
 
 
+async def _window_start(pool: asyncpg.Pool) -> datetime:
+    # PostgreSQL's clock, as the history's received_at (the row's insert time) is. An update
+    # inserted before this and committed after it is published after it, so it arrives live
+    # unless its publish fails too, within the same millisecond.
+    return await pool.fetchval("SELECT clock_timestamp()")
+
+
 async def _key_messages(
-    sub: Subscription, pool: asyncpg.Pool, key_id: str
+    sub: Subscription, pool: asyncpg.Pool, key_id: str, since: datetime
 ) -> AsyncIterator[dict[str, Any]]:
     last_seq: OrderedDict[str, int] = OrderedDict()
     while True:
         message = await sub.get()
         if message is RESYNC:
+            # The client reads the list again; from here on it needs only what comes after.
             last_seq.clear()
+            since = await _window_start(pool)
             yield RESYNC
             continue
         call_id, seq = message["call_id"], message["seq"]
-        last = last_seq.get(call_id, seq - 1 if seq > 1 else 0)
+        last = last_seq.get(call_id, 0)
         if seq <= last:
             continue
-        if seq > last + 1 and call_id in last_seq:
+        if seq > last + 1:
+            # A gap: an earlier update of this call is late (left in the outbox, or lost with a
+            # connection). Fill it from history, but only with what this stream should have seen.
             for row in await db_calls.fetch_events(pool, call_id, last, key_id):
-                if row["seq"] < seq:
+                if row["seq"] < seq and (call_id in last_seq or row["received_at"] >= since):
                     yield message_of(row)
         last_seq[call_id] = seq
         last_seq.move_to_end(call_id)
