@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import uvloop
 from aiohttp import web
 
+from api.access_log import AccessLogger
 from api.app import create_app
+from core.logs import setup_logging
 from core.settings import get_settings
 
 
 def main() -> int:
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s api %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging("api", settings.log_level)
     web.run_app(
         create_app(settings),
         host=settings.host,
@@ -25,7 +24,7 @@ def main() -> int:
         # Cancel a handler when its client goes away, so a closed stream is dropped at once
         # instead of at its next ping.
         handler_cancellation=True,
-        access_log_format='%a "%r" %s %b %Tfs rid=%{X-Request-ID}o',
+        access_log_class=AccessLogger,
         print=None,
     )
     return 0

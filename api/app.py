@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Histogram
 
 from api import appkeys
 from api.auth import KeyResolver
@@ -29,10 +30,17 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.TRANSITIONS] = transitions
     app[appkeys.CALLS] = CallService(stores, transitions)
     app[appkeys.EVENTS] = EventService(stores, transitions)
-    app[appkeys.RECORDINGS] = Recordings(stores)
     yield
     await transitions.publisher.close()
     await stores.close()
+
+
+async def _recordings(app: web.Application) -> AsyncIterator[None]:
+    # The storage's client (S3) lives as long as the app: one connection pool per process.
+    recordings = Recordings(app[appkeys.STORES])
+    app[appkeys.RECORDINGS] = recordings
+    yield
+    await recordings.aclose()
 
 
 async def _hub(app: web.Application) -> AsyncIterator[None]:
@@ -49,9 +57,21 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app = web.Application(
         middlewares=[request_id, errors, authenticate],
         client_max_size=settings.max_body_bytes,
+        # Long query strings reach validation (and its JSON 400) instead of the HTTP parser's
+        # plain-text refusal at 8 KiB; past 32 KiB the parser still refuses them.
+        handler_args={"max_line_size": 32 * 1024},
     )
     app[appkeys.SETTINGS] = settings
     app[appkeys.STARTED_AT] = time.monotonic()
-    app.cleanup_ctx.extend([_stores, _hub])
+    registry = CollectorRegistry()
+    app[appkeys.REGISTRY] = registry
+    app[appkeys.REQUEST_SECONDS] = Histogram(
+        "mockcomms_request_duration_seconds",
+        "Time to answer a request, by method, route and status class (streams: their lifetime).",
+        ["method", "route", "status"],
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60),
+        registry=registry,
+    )
+    app.cleanup_ctx.extend([_stores, _recordings, _hub])
     setup_routes(app)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Histogram
 
 from api.auth import KeyResolver
 from api.realtime.hub import Hub
@@ -23,6 +24,9 @@ TRANSITIONS = web.AppKey("transitions", Transitions)
 RECORDINGS = web.AppKey("recordings", Recordings)
 HUB = web.AppKey("hub", Hub)
 STARTED_AT = web.AppKey("started_at", float)
+# This process's request latency histogram (method, route, status class).
+REQUEST_SECONDS = web.AppKey("request_seconds", Histogram)
+REGISTRY = web.AppKey("registry", CollectorRegistry)
 # Each aiohttp route and the api.routes.Route that describes it (auth, docs).
 ROUTES = web.AppKey("routes", dict)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -16,6 +17,7 @@ from redis.exceptions import RedisError
 
 from api import appkeys
 from api.auth import presented_secret
+from core import logs
 from core.errors import (
     BadRequest,
     Conflict,
@@ -60,11 +62,22 @@ def rate_limit_headers(limit: int, remaining: int, reset_s: int) -> dict[str, st
 
 @web.middleware
 async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Name the request (the caller's X-Request-ID, or a new id) for the answer, the logs and
+    the work it starts; and time it for the latency histogram."""
     given = request.headers.get("X-Request-ID", "")
-    request[appkeys.REQUEST_ID] = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    request[appkeys.REQUEST_ID] = rid
+    logs.request_id.set(rid)
+    started = time.perf_counter()
     response = await handler(request)
     if not response.prepared:
-        response.headers["X-Request-ID"] = request[appkeys.REQUEST_ID]
+        response.headers["X-Request-ID"] = rid
+    route = request.match_info.route.resource
+    request.app[appkeys.REQUEST_SECONDS].labels(
+        request.method,
+        route.canonical if route is not None else "unmatched",
+        f"{response.status // 100}xx",
+    ).observe(time.perf_counter() - started)
     return response
 
 

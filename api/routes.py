@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from api import appkeys, models, schemas
-from api.handlers import calls, docs, events, health, metrics, recordings, streams
+from api.handlers import calls, dashboard, docs, events, health, metrics, recordings, streams
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -51,6 +51,7 @@ ROUTES: list[Route] = [
     Route("GET",  "/ready",         health.ready,    "Readiness: both stores answer", {200: models.Ready, 503: models.Ready}, **P),
     Route("GET",  "/openapi.json",  docs.openapi,    "This document, OpenAPI 3.1",    {200: "application/json"}, **P),
     Route("GET",  "/docs",          docs.page,       "This document, rendered",       {200: HTML}, **P),
+    Route("GET",  "/dashboard",     dashboard.page,  "The live dashboard page",       {200: HTML}, **P),
     Route("POST", "/calls",         calls.create_call, "Create a simulated call",     {201: models.CreatedCall}, (400, 422, 429), body=schemas.CreateCall,
           headers={"Idempotency-Key": "A repeat replays the first answer; the same key with another body is a 422."}),
     Route("GET",  "/calls",         calls.list_calls, "The key's calls, newest first", {200: models.CallPage}, (400,), query=schemas.ListCalls),

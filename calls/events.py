@@ -10,6 +10,7 @@ from typing import Any
 
 from calls.stores import Stores
 from calls.transitions import Reported, Transitions
+from core import logs
 from core.errors import Conflict, NotFound
 from core.lifecycle import Event
 from core.limiter import EventRate
@@ -103,6 +104,7 @@ class EventService:
             started_at=occurred_at,
             event_id=posted.event_id,
             data={"type": posted.call_type, "queue_id": posted.queue_id},
+            request_id=logs.request_id.get(),
         )
         if row is None:
             if posted.event_id is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from collections.abc import Sequence
@@ -10,8 +9,9 @@ from pathlib import Path
 
 from redis.exceptions import RedisError
 
+from calls import metrics as shared_metrics
 from calls.live import LiveState
-from calls.storage import LocalStorage, RecordingStorage
+from calls.storage import Location, RecordingStorage, download_name, storage_for
 from calls.stores import Stores
 from calls.timers import Timers
 from core import keys
@@ -38,7 +38,7 @@ class Recordings:
     ) -> None:
         self._stores = stores
         settings = stores.settings
-        self._storage = storage or LocalStorage(settings.recordings_dir)
+        self._storage = storage or storage_for(settings)
         self._source = Path(settings.recording_source).resolve()
         self._live = LiveState(stores.redis)
         self._rng = rng or random.Random()
@@ -48,10 +48,10 @@ class Recordings:
         base = self._stores.settings.upload_backoff_base_ms * 2 ** (attempt - 1)
         return self._stores.settings.scaled_ms(base * self._rng.uniform(0.8, 1.2))
 
-    def _store(self, call_id: str) -> str:
+    async def _store(self, call_id: str) -> str:
         if self._rng.random() < self._stores.settings.upload_failure_probability:
             raise UploadFailed("injected upload failure (UPLOAD_FAILURE_PROBABILITY)")
-        return self._storage.put(call_id, self._source)
+        return await self._storage.put(call_id, self._source)
 
     async def upload(self, call_ids: Sequence[str]) -> dict[str, int]:
         """Attempt the uploads of `call_ids`; returns how many were stored, retried and failed.
@@ -67,7 +67,7 @@ class Recordings:
         for claim in claimed:
             call_id = claim["call_id"]
             try:
-                storage_key = await asyncio.to_thread(self._store, call_id)
+                storage_key = await self._store(call_id)
             except Exception as exc:
                 retry_in = self.backoff_ms(claim["attempts"])
                 outcome = await db_recordings.fail_upload(
@@ -75,7 +75,13 @@ class Recordings:
                 )
                 if outcome is None:
                     continue
-                log.warning("upload of %s failed (attempt %d): %s", call_id, claim["attempts"], exc)
+                log.warning(
+                    "upload of %s failed (attempt %d): %s",
+                    call_id,
+                    claim["attempts"],
+                    exc,
+                    extra={"call_id": call_id, "request_id": claim["request_id"]},
+                )
                 if outcome["status"] == "pending":
                     counts["retrying"] += 1
                     await Timers.schedule(
@@ -84,20 +90,33 @@ class Recordings:
                 else:
                     counts["failed"] += 1
                 continue
+            log.info(
+                "recording of %s stored",
+                call_id,
+                extra={"call_id": call_id, "request_id": claim["request_id"]},
+            )
             stored.append((call_id, storage_key, recording_path(call_id)))
 
+        rows = []
         if stored:
             async with pool.acquire() as conn:
                 rows = await db_recordings.finish_uploads(conn, stored)
             counts["uploaded"] = len(rows)
-            try:
-                async with self._stores.redis.pipeline(transaction=False) as pipe:
-                    for row in rows:
-                        await self._live.write(pipe, row)
-                    await pipe.execute()
-            except RedisError:
-                log.exception("live update after upload failed; GET reads the URL from PostgreSQL")
+        try:
+            async with self._stores.redis.pipeline(transaction=False) as pipe:
+                for row in rows:
+                    await self._live.write(pipe, row)
+                shared_metrics.count(pipe, "upload_attempts", len(claimed))
+                shared_metrics.count(pipe, "upload_attempts_failed", len(claimed) - len(stored))
+                await pipe.execute()
+        except RedisError:
+            log.exception("redis update after uploads failed; GET reads the URL from PostgreSQL")
         return counts
 
-    def path_of(self, storage_key: str) -> Path | None:
-        return self._storage.path_of(storage_key)
+    async def locate(self, call_id: str, storage_key: str) -> Location | None:
+        """Where the call's owner gets the recording stored at `storage_key`."""
+        return await self._storage.locate(storage_key, download_name(call_id, storage_key))
+
+    async def aclose(self) -> None:
+        """Close the storage's client; the process's lifetime (app cleanup, Runtime) calls it."""
+        await self._storage.aclose()

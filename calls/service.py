@@ -13,6 +13,7 @@ import orjson
 from calls.live import LiveState
 from calls.stores import Stores
 from calls.transitions import Transitions
+from core import logs
 from core.errors import NotFound, Unprocessable
 from core.limiter import Grant, Limiter
 from db import calls as db_calls
@@ -80,6 +81,7 @@ class CallService:
                 metadata=metadata,
                 idempotency_key=idempotency_key,
                 request_hash=fingerprint,
+                request_id=logs.request_id.get(),
             )
         except BaseException:
             await self._limiter.undo(key.id, call_id)

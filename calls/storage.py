@@ -1,38 +1,211 @@
-"""Where recordings are kept: a local directory by default."""
+"""Where recordings are kept: a local directory by default, an S3-compatible bucket when set."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import mimetypes
+import os
 import shutil
-from pathlib import Path
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Protocol
+
+from aiobotocore.client import AioBaseClient
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+from core.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFile:
+    """A recording the API process serves itself, under `filename`."""
+
+    path: Path
+    filename: str
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """A recording the client fetches from the store itself, at a short-lived signed URL."""
+
+    url: str
+
+
+Location = LocalFile | Redirect
 
 
 class RecordingStorage(Protocol):
-    def put(self, call_id: str, source: Path) -> str:
+    async def put(self, call_id: str, source: Path) -> str:
         """Store `source` as the call's recording; returns its storage key."""
         ...
 
-    def path_of(self, storage_key: str) -> Path | None:
-        """A local file to serve for `storage_key`, or None when it is not stored here."""
+    async def locate(self, storage_key: str, filename: str) -> Location | None:
+        """Where the owner gets the recording at `storage_key`, or None when none is stored."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the storage holds open (clients, connections)."""
         ...
 
 
+def object_name(call_id: str, source: Path) -> str:
+    """The recording's name in its folder or prefix: the call id and the source's suffix.
+
+    A call id that is not one plain name (a separator, a leading dot) is refused, so no key can
+    point outside the storage's folder or prefix.
+    """
+    if not call_id or call_id.startswith(".") or "/" in call_id or "\\" in call_id:
+        raise ValueError(f"refused recording name {call_id!r}")
+    return f"{call_id}{source.suffix}"
+
+
+def download_name(call_id: str, storage_key: str) -> str:
+    """The file name a recording is served under: the call id and the stored suffix."""
+    return call_id + PurePosixPath(storage_key).suffix
+
+
+def inline_disposition(filename: str) -> str:
+    """The Content-Disposition a recording is served with, from either backend."""
+    return f'inline; filename="{filename}"'
+
+
 class LocalStorage:
+    """Files under `root`, keyed by their path relative to it (`recordings/<call id>.wav`)."""
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()
 
-    def put(self, call_id: str, source: Path) -> str:
-        key = f"recordings/{call_id}{source.suffix}"
-        target = self.root / key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Copy beside the target and rename, so a reader never sees half a file.
-        partial = target.with_name(target.name + ".part")
-        shutil.copyfile(source, partial)
-        partial.replace(target)
-        return key
+    async def put(self, call_id: str, source: Path) -> str:
+        return await asyncio.to_thread(self._put, call_id, source)
+
+    async def locate(self, storage_key: str, filename: str) -> Location | None:
+        path = await asyncio.to_thread(self.path_of, storage_key)
+        return LocalFile(path, filename) if path else None
+
+    async def aclose(self) -> None:
+        return None
 
     def path_of(self, storage_key: str) -> Path | None:
+        """The stored file for `storage_key`; None when it is missing or outside the root."""
         path = (self.root / storage_key).resolve()
         if not path.is_relative_to(self.root) or not path.is_file():
             return None
         return path
+
+    def _put(self, call_id: str, source: Path) -> str:
+        key = f"recordings/{object_name(call_id, source)}"
+        target = self.root / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Write a uniquely named file beside the target and rename it over, so a reader never
+        # sees half a file and two writers never share a partial one.
+        fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+                shutil.copyfileobj(src, out)
+                out.flush()
+                # The database records the upload once this returns: the bytes must be on disk.
+                os.fsync(out.fileno())
+            os.replace(partial, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+            raise
+        return key
+
+
+# One attempt per put: Recordings owns retries and backoff (UPLOAD_MAX_ATTEMPTS counts real
+# attempts, not botocore's hidden ones). Checksums only when an operation requires them, as
+# several S3-compatible stores refuse the newer default checksum headers. SigV4 everywhere:
+# botocore may presign with the deprecated SigV2 otherwise.
+_S3_CONFIG = AioConfig(
+    signature_version="s3v4",
+    connect_timeout=5,
+    read_timeout=30,
+    retries={"mode": "standard", "total_max_attempts": 1},
+    request_checksum_calculation="when_required",
+    response_checksum_validation="when_required",
+)
+
+
+class S3Storage:
+    """Objects in an S3-compatible bucket, keyed `<prefix><call id>.wav`.
+
+    The client is opened on first use, on the loop of the process that uses it, and kept until
+    `aclose`: one client (one connection pool) per process, not one per upload. Credentials are
+    botocore's own chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ~/.aws, instance roles).
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "recordings/",
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        presign_ttl_s: int = 3600,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self.presign_ttl_s = presign_ttl_s
+        self._client: AioBaseClient | None = None
+        self._opening = asyncio.Lock()
+        self._lifetime = contextlib.AsyncExitStack()
+
+    async def put(self, call_id: str, source: Path) -> str:
+        key = self.prefix + object_name(call_id, source)
+        body = await asyncio.to_thread(source.read_bytes)
+        content_type = mimetypes.guess_type(source.name)[0] or "application/octet-stream"
+        s3 = await self._s3()
+        await s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+        return key
+
+    async def locate(self, storage_key: str, filename: str) -> Location | None:
+        # Signing is local (no request to the store): the key comes from an uploaded row.
+        s3 = await self._s3()
+        url = await s3.generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": self.bucket,
+                "Key": storage_key,
+                "ResponseContentDisposition": inline_disposition(filename),
+            },
+            ExpiresIn=self.presign_ttl_s,
+        )
+        return Redirect(url)
+
+    async def aclose(self) -> None:
+        async with self._opening:
+            self._client = None
+            await self._lifetime.aclose()
+
+    async def _s3(self) -> AioBaseClient:
+        if self._client is None:
+            async with self._opening:
+                if self._client is None:
+                    self._client = await self._lifetime.enter_async_context(
+                        get_session().create_client(
+                            "s3",
+                            region_name=self.region,
+                            endpoint_url=self.endpoint_url,
+                            config=_S3_CONFIG,
+                        )
+                    )
+        return self._client
+
+
+def storage_for(settings: Settings) -> RecordingStorage:
+    """S3 when S3_BUCKET is set, else the local RECORDINGS_DIR."""
+    if settings.s3_bucket:
+        return S3Storage(
+            settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url or None,
+            region=settings.s3_region,
+            presign_ttl_s=settings.s3_presign_ttl_s,
+        )
+    return LocalStorage(settings.recordings_dir)

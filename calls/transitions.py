@@ -18,7 +18,7 @@ from calls.publisher import Outgoing, Publisher
 from calls.stores import Stores
 from calls.timers import Timers
 from calls.views import message_of
-from core import keys
+from core import keys, logs
 from core.clock import now_ms
 from core.errors import InvalidTransition
 from core.lifecycle import TARGET_OF, Event, Status, next_status, timer_delay_ms
@@ -202,6 +202,20 @@ class Transitions:
         """
         if not rows:
             return
+        for row in rows:
+            log.info(
+                "call %s: %s -> %s",
+                row["call_id"],
+                row["previous_status"] or "(new)",
+                row["status"],
+                extra={
+                    "call_id": row["call_id"],
+                    "seq": row["seq"],
+                    "event": row["event"],
+                    # The request at work now (an event), else the one that made the call.
+                    "request_id": logs.request_id.get() or row["request_id"],
+                },
+            )
         try:
             await self._update_redis(rows)
         except RedisError:

@@ -14,6 +14,9 @@ EVENTS_CHANNEL = f"{PREFIX}:events"
 TIMERS = f"{PREFIX}:timers"
 # The scheduler's leader lock.
 SCHEDULER_LOCK = f"{PREFIX}:scheduler:leader"
+# Figures the processes share for /metrics: a lateness histogram and plain counters.
+TIMER_LATENESS = f"{PREFIX}:metrics:timer_lateness"
+COUNTERS = f"{PREFIX}:metrics:counters"
 
 # RQ queue names.
 TRANSITIONS_QUEUE = "transitions"

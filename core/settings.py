@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     upload_backoff_base_ms: int = 500
     # Fault injection for tests and demos: share of upload attempts that fail.
     upload_failure_probability: float = Field(default=0.0, ge=0.0, le=1.0)
+    # Recordings on S3 (any S3-compatible store) when a bucket is set, else in recordings_dir.
+    # Credentials are botocore's: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ~/.aws, roles.
+    s3_bucket: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    s3_prefix: str = "recordings/"
+    # Lifetime of the signed URL the recording route redirects to (SigV4 allows up to 7 days).
+    s3_presign_ttl_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
 
     # Scheduler
     scheduler_poll_ms: int = 10

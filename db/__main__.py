@@ -1,52 +1,248 @@
-"""`python -m db migrate | seed-keys`: schema and default keys from the command line."""
+"""`python -m db migrate | seed-keys | keys …`: schema, default keys and API key management from
+the command line."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC
 
 import asyncpg
 
+from core.errors import BadRequest, DomainError
 from core.settings import get_settings
-from db.keys import seed_keys
+from db.keys import (
+    UNCHANGED,
+    KeyInfo,
+    Unchanged,
+    fetch_keys,
+    insert_key,
+    new_secret,
+    seed_keys,
+    update_key,
+)
 from db.migrate import migrate
 from db.pool import connect
 
+# The limits are PostgreSQL integers.
+MAX_LIMIT = 2**31 - 1
 
-async def _migrate() -> None:
-    conn = await connect(get_settings().dsn)
-    try:
-        applied = await migrate(conn)
-    finally:
-        await conn.close()
+Command = Callable[[asyncpg.Connection, argparse.Namespace], Awaitable[None]]
+
+
+async def _migrate(conn: asyncpg.Connection, args: argparse.Namespace) -> None:
+    applied = await migrate(conn)
     print("migrations applied: " + ", ".join(applied) if applied else "schema is up to date")
 
 
-async def _seed_keys() -> None:
-    settings = get_settings()
-    conn = await connect(settings.dsn)
+async def _seed_keys(conn: asyncpg.Connection, args: argparse.Namespace) -> None:
+    configured = get_settings().valid_api_keys
+    added = await seed_keys(conn, configured)
+    print(f"api keys: {len(configured)} configured, {added} added")
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+def _limit(raw: str | None, option: str) -> int | Unchanged | None:
+    """An option's limit: UNCHANGED when not given, None for `default`, else a positive int."""
+    if raw is None:
+        return UNCHANGED
+    if raw == "default":
+        return None
+    if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+        raise BadRequest(f"{option} must be a positive integer or 'default', not {raw!r}")
+    if int(raw) > MAX_LIMIT:
+        raise BadRequest(f"{option} must be at most {MAX_LIMIT}, not {raw}")
+    return int(raw)
+
+
+def _limit_text(value: int | None) -> str:
+    return "default" if value is None else str(value)
+
+
+def _limits_text(key: KeyInfo) -> str:
+    return (
+        f"max concurrent calls: {_limit_text(key.max_concurrent_calls)}, "
+        f"max cps: {_limit_text(key.max_cps)}"
+    )
+
+
+def _cache_note() -> str:
+    ttl_ms = get_settings().api_key_cache_ttl_ms
+    return (
+        "Running API processes notice the change within their key cache TTL "
+        f"(API_KEY_CACHE_TTL_MS, {ttl_ms} ms)."
+    )
+
+
+def _check_limits(args: argparse.Namespace) -> None:
+    _limit(args.max_concurrent, "--max-concurrent")
+    _limit(args.max_cps, "--max-cps")
+
+
+def _check_create(args: argparse.Namespace) -> None:
+    if not args.name.strip():
+        raise BadRequest("a key needs a name that is not blank")
+    _check_limits(args)
+
+
+async def _keys_create(conn: asyncpg.Connection, args: argparse.Namespace) -> None:
+    max_concurrent = _limit(args.max_concurrent, "--max-concurrent")
+    max_cps = _limit(args.max_cps, "--max-cps")
+    secret = new_secret()
+    key = await insert_key(
+        conn,
+        args.name,
+        secret,
+        # Not given is the platform default for a new key.
+        max_concurrent_calls=None if max_concurrent is UNCHANGED else max_concurrent,
+        max_cps=None if max_cps is UNCHANGED else max_cps,
+    )
+    print(f"created API key {key.name!r} (prefix {key.key_prefix}, {_limits_text(key)})")
+    print()
+    print(f"    {secret}")
+    print()
+    print(
+        "Copy the secret now: it is shown only this once and cannot be shown again "
+        "(only its hash is stored)."
+    )
+
+
+async def _keys_list(conn: asyncpg.Connection, args: argparse.Namespace) -> None:
+    keys = await fetch_keys(conn)
+    if not keys:
+        print("no API keys: create one with `python -m db keys create NAME`")
+        return
+    rows = [["NAME", "PREFIX", "MAX CONCURRENT", "MAX CPS", "ENABLED", "CREATED AT"]]
+    rows += [
+        [
+            key.name,
+            key.key_prefix,
+            _limit_text(key.max_concurrent_calls),
+            _limit_text(key.max_cps),
+            "yes" if key.enabled else "no",
+            key.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
+        ]
+        for key in keys
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+async def _keys_switch(conn: asyncpg.Connection, args: argparse.Namespace) -> None:
+    enabled = args.keys_command == "enable"
+    change = await update_key(conn, args.name, enabled=enabled)
+    state = "enabled" if enabled else "disabled"
+    if change.before.enabled == enabled:
+        print(f"API key {args.name!r} is already {state}")
+        return
+    print(f"API key {args.name!r} {state}")
+    print(_cache_note())
+
+
+def _check_set_limits(args: argparse.Namespace) -> None:
+    if args.max_concurrent is None and args.max_cps is None:
+        raise BadRequest("nothing to change: give --max-concurrent and/or --max-cps")
+    _check_limits(args)
+
+
+async def _keys_set_limits(conn: asyncpg.Connection, args: argparse.Namespace) -> None:
+    change = await update_key(
+        conn,
+        args.name,
+        max_concurrent_calls=_limit(args.max_concurrent, "--max-concurrent"),
+        max_cps=_limit(args.max_cps, "--max-cps"),
+    )
+    before, after = change.before, change.after
+    print(
+        f"API key {after.name!r}: "
+        f"max concurrent calls {_limit_text(after.max_concurrent_calls)} "
+        f"(was {_limit_text(before.max_concurrent_calls)}), "
+        f"max cps {_limit_text(after.max_cps)} (was {_limit_text(before.max_cps)})"
+    )
+    print(_cache_note())
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m db", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    commands.add_parser("migrate", help="apply the SQL migrations not yet applied").set_defaults(
+        run=_migrate
+    )
+    commands.add_parser(
+        "seed-keys", help="make sure every secret of VALID_API_KEYS is a key"
+    ).set_defaults(run=_seed_keys)
+
+    keys = commands.add_parser("keys", help="create, list, enable, disable keys, set limits")
+    actions = keys.add_subparsers(dest="keys_command", required=True, metavar="action")
+    limit_help = "a positive integer, or 'default' for the platform default"
+
+    create = actions.add_parser("create", help="make a key; its secret is shown once")
+    create.add_argument("name")
+    create.add_argument("--max-concurrent", metavar="N", help=limit_help)
+    create.add_argument("--max-cps", metavar="N", help=limit_help)
+    create.set_defaults(run=_keys_create, check=_check_create)
+
+    actions.add_parser("list", help="every key, its prefix, limits and state").set_defaults(
+        run=_keys_list
+    )
+    for action, verb in (("enable", "accept"), ("disable", "refuse (401)")):
+        switch = actions.add_parser(action, help=f"{verb} requests with a key")
+        switch.add_argument("name")
+        switch.set_defaults(run=_keys_switch)
+
+    set_limits = actions.add_parser("set-limits", help="change a key's limits")
+    set_limits.add_argument("name")
+    set_limits.add_argument("--max-concurrent", metavar="N|default", help=limit_help)
+    set_limits.add_argument("--max-cps", metavar="N|default", help=limit_help)
+    set_limits.set_defaults(run=_keys_set_limits, check=_check_set_limits)
+    return parser
+
+
+async def _run(command: Command, args: argparse.Namespace) -> None:
+    conn = await connect(get_settings().dsn)
     try:
-        added = await seed_keys(conn, settings.valid_api_keys)
+        await command(conn, args)
     finally:
         await conn.close()
-    print(f"api keys: {len(settings.valid_api_keys)} configured, {added} added")
 
 
-COMMANDS = {"migrate": _migrate, "seed-keys": _seed_keys}
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m db", description=__doc__)
-    parser.add_argument("command", choices=sorted(COMMANDS))
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
+    label = args.command + (f" {args.keys_command}" if args.command == "keys" else "")
     try:
-        asyncio.run(COMMANDS[args.command]())
+        # Mistakes in the arguments are reported before PostgreSQL is asked anything.
+        if check := getattr(args, "check", None):
+            check(args)
+        asyncio.run(_run(args.run, args))
+    except DomainError as exc:
+        print(f"mock-comms: {exc.message}", file=sys.stderr)
+        return 1
     except (TimeoutError, OSError) as exc:
-        print(f"mock-comms: cannot reach PostgreSQL ({exc})", file=sys.stderr)
+        print(f"mock-comms: cannot reach PostgreSQL ({_one_line(exc)})", file=sys.stderr)
+        return 1
+    except asyncpg.UndefinedTableError as exc:
+        print(
+            f"mock-comms: PostgreSQL refused `{label}`: {_one_line(exc)} "
+            "(run `python -m db migrate` first)",
+            file=sys.stderr,
+        )
         return 1
     except asyncpg.PostgresError as exc:
-        print(f"mock-comms: PostgreSQL refused `{args.command}`: {exc}", file=sys.stderr)
+        print(f"mock-comms: PostgreSQL refused `{label}`: {_one_line(exc)}", file=sys.stderr)
         return 1
     return 0
 

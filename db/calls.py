@@ -19,7 +19,7 @@ CALL_COLUMNS = """
     id::text AS call_id, api_key_id::text AS key_id, kind, status, seq,
     from_number, to_number, metadata, flags, recording_url, call_type, queue_id, agent_id,
     end_reason, created_at, updated_at, status_changed_at, started_at, routed_at, answered_at,
-    held_at, ended_at
+    held_at, ended_at, request_id
 """
 
 
@@ -58,6 +58,7 @@ async def insert_call(
     started_at: datetime | None = None,
     event_id: str | None = None,
     data: dict[str, Any] | None = None,
+    request_id: str | None = None,
 ) -> asyncpg.Record | None:
     """Insert a QUEUED call with its first event (seq 1) and its outbox entry, in one statement.
 
@@ -67,25 +68,26 @@ async def insert_call(
         f"""
         WITH created AS (
             INSERT INTO calls (id, api_key_id, kind, status, from_number, to_number, metadata,
-                               idempotency_key, request_hash, call_type, queue_id, started_at)
-            VALUES ($1, $2, $3, 'QUEUED', $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()))
+                               idempotency_key, request_hash, call_type, queue_id, started_at,
+                               request_id)
+            VALUES ($1, $2, $3, 'QUEUED', $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()), $14)
             ON CONFLICT DO NOTHING
             RETURNING *
         ), first_event AS (
-            INSERT INTO call_events
-                   (call_id, seq, event, from_status, to_status, occurred_at, event_id, data)
+            INSERT INTO call_events (call_id, seq, event, from_status, to_status, occurred_at,
+                                     event_id, data, created_at)
             SELECT id, 1, 'call_initiated', NULL, status, started_at, $12::text,
-                   coalesce($13::jsonb, '{{}}'::jsonb)
+                   coalesce($13::jsonb, '{{}}'::jsonb), clock_timestamp()
               FROM created
+         RETURNING created_at AS received_at, data
         ), queued AS (
             INSERT INTO outbox (call_id, seq) SELECT id, 1 FROM created RETURNING id
         )
         SELECT {CALL_COLUMNS}, NULL::text AS previous_status, 'call_initiated' AS event,
-               started_at AS occurred_at, $12::text AS event_id,
-               coalesce($13::jsonb, '{{}}'::jsonb) AS data,
-               '{{}}'::text[] AS raised_flags, created_at AS received_at,
+               started_at AS occurred_at, $12::text AS event_id, first_event.data,
+               '{{}}'::text[] AS raised_flags, first_event.received_at,
                (SELECT id FROM queued) AS outbox_id
-          FROM created
+          FROM created, first_event
         """,
         call_id,
         key_id,
@@ -100,6 +102,7 @@ async def insert_call(
         started_at,
         event_id,
         data,
+        request_id,
     )
 
 
@@ -162,9 +165,9 @@ async def write_transitions(
                    t.event_id AS event_event_id, string_to_array(t.raised, ',') AS raised_flags
         ), logged AS (
             INSERT INTO call_events (call_id, seq, event, from_status, to_status, flags,
-                                     raised_flags, data, occurred_at, event_id)
+                                     raised_flags, data, occurred_at, event_id, created_at)
             SELECT id, seq, event, previous_status, status, flags, raised_flags, event_data,
-                   event_occurred_at, event_event_id
+                   event_occurred_at, event_event_id, clock_timestamp()
               FROM moved
          RETURNING call_id AS logged_call_id, created_at AS received_at
         ), uploads AS (
@@ -287,11 +290,12 @@ async def fetch_ended_among(conn: Executor, call_ids: Sequence[str]) -> set[str]
 
 
 async def fetch_active_by_key(conn: Executor) -> list[asyncpg.Record]:
-    """Every active call with its key and the time it started (to rebuild limit leases)."""
+    """Every active simulated call with its key and creation time (to rebuild limit leases;
+    ingested calls take no slot)."""
     return await conn.fetch(
         """
         SELECT id::text AS call_id, api_key_id::text AS key_id, created_at
-          FROM calls WHERE status <> 'COMPLETED'
+          FROM calls WHERE status <> 'COMPLETED' AND kind = 'simulated'
         """
     )
 

@@ -13,9 +13,11 @@ async def claim_uploads(conn: Executor, call_ids: Sequence[str]) -> list[asyncpg
     """Mark pending uploads as uploading and count the attempt; others are skipped (duplicates)."""
     return await conn.fetch(
         """
-        UPDATE recordings SET status = 'uploading', attempts = attempts + 1, updated_at = now()
-         WHERE call_id = ANY($1::uuid[]) AND status = 'pending'
-        RETURNING call_id::text, attempts
+        UPDATE recordings r
+           SET status = 'uploading', attempts = attempts + 1, updated_at = now()
+          FROM calls c
+         WHERE r.call_id = ANY($1::uuid[]) AND r.status = 'pending' AND c.id = r.call_id
+        RETURNING r.call_id::text, r.attempts, c.request_id
         """,
         list(call_ids),
     )

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from calls.stores import Stores
 from core.clock import now_ms
+from core.logs import setup_logging
 from core.settings import Settings, get_settings
 from scheduler.dispatch import Dispatcher
 from scheduler.leader import LeaderLock
@@ -105,9 +106,7 @@ async def _main() -> None:
 
 def main() -> int:
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s scheduler %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging("scheduler", settings.log_level)
     asyncio.run(_main())
     return 0
 

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from redis import Redis
 from rq import Queue, SimpleWorker
 
 from core import keys
+from core.logs import setup_logging
 from core.settings import get_settings
 from worker.runtime import runtime
 
 
 def main() -> int:
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s worker %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging("worker", settings.log_level)
     runtime()  # open the pools now, so a missing store fails the start, not the first job
     connection = Redis.from_url(settings.redis_dsn)
     queues = [

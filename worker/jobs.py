@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from redis.exceptions import RedisError
+
+from calls import metrics as shared_metrics
 from calls.transitions import Move
 from core.clock import now_ms
 from core.lifecycle import Status, event_between, timed_target
@@ -26,8 +29,20 @@ def advance_calls(due: list[tuple[str, int, str, int]]) -> dict[str, int]:
         if target is not None:
             moves.append(Move(call_id, seq, status, target, event_between(current, target)))
     moved = rt.run(rt.transitions.move(moves))
-    late_ms = max((now_ms() - due_ms for *_, due_ms in due), default=0)
-    return {"due": len(due), "moved": len(moved), "max_late_ms": late_ms}
+    lateness_ms = [now_ms() - due_ms for *_, due_ms in due]
+    rt.run(_record(lateness_ms, len(moved)))
+    return {"due": len(due), "moved": len(moved), "max_late_ms": max(lateness_ms, default=0)}
+
+
+async def _record(lateness_ms: list[int], moved: int) -> None:
+    """Add to the figures /metrics shows; losing them (Redis down) must not fail the job."""
+    try:
+        async with runtime().stores.redis.pipeline(transaction=False) as pipe:
+            shared_metrics.observe_lateness(pipe, lateness_ms)
+            shared_metrics.count(pipe, "transitions", moved)
+            await pipe.execute()
+    except RedisError:
+        log.warning("could not record timer lateness")
 
 
 def upload_recordings(call_ids: list[str]) -> dict[str, int]:

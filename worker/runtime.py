@@ -36,6 +36,7 @@ class Runtime:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def close(self) -> None:
+        self.run(self.recordings.aclose())
         self.run(self.transitions.publisher.close())
         self.run(self.stores.close())
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -18,6 +18,7 @@ async def index(request: web.Request) -> web.Response:
             "name": "mock-comms",
             "description": "A mock telephony platform: simulated calls, events, live streams.",
             "links": {
+                "dashboard": "/dashboard",
                 "docs": "/docs",
                 "openapi": "/openapi.json",
                 "health": "/health",

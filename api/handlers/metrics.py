@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from aiohttp import web
+from prometheus_client import generate_latest
 
 from api import appkeys
 from api.handlers.common import json_response
+from calls import metrics as shared_metrics
 from core import keys
 from db.metrics import fetch_counters
 
@@ -19,6 +21,14 @@ _HELP = {
     "uploads_in_progress": ("gauge", "Recording uploads pending or running."),
     "uploads_completed": ("counter", "Recording uploads stored."),
     "uploads_failed": ("counter", "Recording uploads that failed after their last attempt."),
+}
+
+
+# Counters the workers keep in Redis (calls/metrics.py).
+_SHARED_COUNTERS = {
+    "upload_attempts": "Recording upload attempts made.",
+    "upload_attempts_failed": "Upload attempts that failed (retried, or in uploads_failed).",
+    "transitions": "Timed transitions applied by the workers.",
 }
 
 
@@ -64,7 +74,16 @@ async def metrics(request: web.Request) -> web.Response:
         "# TYPE mockcomms_open_streams gauge",
         f"mockcomms_open_streams {request.app[appkeys.HUB].open_subscriptions}",
     ]
+    lateness, shared = await shared_metrics.read(stores.redis)
+    lines += shared_metrics.lateness_histogram_lines(lateness)
+    for name, text in _SHARED_COUNTERS.items():
+        lines += [
+            f"# HELP mockcomms_{name}_total {text}",
+            f"# TYPE mockcomms_{name}_total counter",
+            f"mockcomms_{name}_total {shared.get(name, 0)}",
+        ]
+    body = "\n".join(lines) + "\n" + generate_latest(request.app[appkeys.REGISTRY]).decode()
     return web.Response(
-        body=("\n".join(lines) + "\n").encode(),
+        body=body.encode(),
         headers={"Content-Type": PROMETHEUS_TYPE + "; charset=utf-8"},
     )

@@ -1,4 +1,8 @@
-"""`GET /calls/{id}/recording`: the recording file, to the call's owner only."""
+"""`GET /calls/{id}/recording`: the recording, to the call's owner only.
+
+A local recording is streamed from disk; one on S3 is a 302 to a short-lived signed URL, so the
+audio goes from the store to the client without passing through the API.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,25 @@ from aiohttp import web
 
 from api import appkeys
 from api.handlers.common import path_uuid
+from calls.storage import LocalFile, Redirect, inline_disposition
 from core.errors import NotFound
 from db.recordings import fetch_recording
 
 
-async def get_recording(request: web.Request) -> web.FileResponse:
+async def get_recording(request: web.Request) -> web.StreamResponse:
     call_id = path_uuid(request)
     row = await fetch_recording(
         request.app[appkeys.STORES].pool, call_id, appkeys.api_key(request).id
     )
-    path = request.app[appkeys.RECORDINGS].path_of(row["storage_key"]) if row else None
-    if path is None:
-        raise NotFound("Recording not found (the call may not have completed yet)")
-    return web.FileResponse(
-        path, headers={"Content-Disposition": f'inline; filename="{call_id}{path.suffix}"'}
+    found = (
+        await request.app[appkeys.RECORDINGS].locate(call_id, row["storage_key"]) if row else None
     )
+    match found:
+        case LocalFile(path, filename):
+            return web.FileResponse(
+                path, headers={"Content-Disposition": inline_disposition(filename)}
+            )
+        case Redirect(url):
+            # The URL carries a credential for this one object: no cache may keep it.
+            return web.Response(status=302, headers={"Location": url, "Cache-Control": "no-store"})
+    raise NotFound("Recording not found (the call may not have completed yet)")

@@ -1,0 +1,24 @@
+"""One JSON line per request: method, path, status, duration and request id (never the query
+string or headers, so no key or access_token reaches the log)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from api import appkeys
+
+
+class AccessLogger(AbstractAccessLogger):
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status,
+                "duration_ms": round(time * 1000, 2),
+                "request_id": request.get(appkeys.REQUEST_ID),
+                "remote": request.remote,
+            },
+        )

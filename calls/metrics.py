@@ -1,0 +1,68 @@
+"""Figures every process adds to and the API reports: timer lateness, upload attempts.
+
+They live in Redis, so the API's Prometheus text shows what the workers saw; a flushed Redis
+starts them from zero again, as a restarted process would.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from core import keys
+
+# Upper bounds (ms) of the lateness histogram's buckets; past the last one is +Inf.
+LATENESS_BUCKETS_MS = (1, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000)
+
+
+def observe_lateness(pipe: Pipeline, lateness_ms: Iterable[float]) -> None:
+    """Queue on `pipe` the lateness of fired timers (actual minus due time)."""
+    counts: dict[str, int] = {}
+    total = 0.0
+    for value in lateness_ms:
+        index = bisect_left(LATENESS_BUCKETS_MS, value)
+        bucket = str(LATENESS_BUCKETS_MS[index]) if index < len(LATENESS_BUCKETS_MS) else "+Inf"
+        counts[bucket] = counts.get(bucket, 0) + 1
+        total += value
+    for bucket, count in counts.items():
+        pipe.hincrby(keys.TIMER_LATENESS, bucket, count)
+    if counts:
+        pipe.hincrby(keys.TIMER_LATENESS, "count", sum(counts.values()))
+        pipe.hincrbyfloat(keys.TIMER_LATENESS, "sum_ms", total)
+
+
+def count(pipe: Pipeline | Redis, name: str, amount: int = 1) -> Any:
+    return pipe.hincrby(keys.COUNTERS, name, amount)
+
+
+async def read(redis: Redis) -> tuple[dict[str, float], dict[str, int]]:
+    """The lateness histogram's raw bucket counts (plus count and sum_ms), and the counters."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.TIMER_LATENESS)
+        pipe.hgetall(keys.COUNTERS)
+        lateness, counters = await pipe.execute()
+    return (
+        {k.decode(): float(v) for k, v in lateness.items()},
+        {k.decode(): int(v) for k, v in counters.items()},
+    )
+
+
+def lateness_histogram_lines(raw: dict[str, float]) -> list[str]:
+    """Prometheus text of the lateness histogram, in seconds, with cumulative buckets."""
+    name = "mockcomms_timer_lateness_seconds"
+    lines = [
+        f"# HELP {name} How late timers fired: actual minus due transition time.",
+        f"# TYPE {name} histogram",
+    ]
+    running = 0
+    for bound in (*LATENESS_BUCKETS_MS, "+Inf"):
+        running += int(raw.get(str(bound), 0))
+        le = "+Inf" if bound == "+Inf" else f"{bound / 1000:g}"
+        lines.append(f'{name}_bucket{{le="{le}"}} {running}')
+    lines.append(f"{name}_sum {raw.get('sum_ms', 0) / 1000:g}")
+    lines.append(f"{name}_count {int(raw.get('count', 0))}")
+    return lines

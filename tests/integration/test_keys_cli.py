@@ -1,0 +1,285 @@
+"""`python -m db keys …`: operators create, list, disable and limit keys; the API honours them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import asyncpg
+import pytest
+
+from db.keys import hash_secret, insert_key, new_secret
+from db.migrate import migrate
+from tests.integration.platform import ROOT, Platform, free_port, server_dsn, with_database
+
+SECRET = re.compile(r"mc_[A-Za-z0-9_-]{43}")
+
+
+async def keys_cli(
+    dsn: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run `python -m db keys ARGS` against the database at `dsn`."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "db", "keys", *args],
+        cwd=ROOT,
+        env=(env or os.environ) | {"DATABASE_URL": dsn},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def created_secret(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 0, done.stderr
+    found = SECRET.findall(done.stdout + done.stderr)
+    assert len(found) == 1, done.stdout
+    return found[0]
+
+
+def unique_name() -> str:
+    return f"cli-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def scratch_dsn() -> AsyncIterator[str]:
+    """A migrated database of the test's own (no API reads it)."""
+    database = f"mc_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_dsn())
+    await admin.execute(f'CREATE DATABASE "{database}"')
+    dsn = with_database(server_dsn(), database)
+    try:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        yield dsn
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.close()
+
+
+async def stored_keys(dsn: str) -> list[dict]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [dict(row) for row in await conn.fetch("SELECT * FROM api_keys ORDER BY name")]
+    finally:
+        await conn.close()
+
+
+async def get_metrics(
+    http: aiohttp.ClientSession, platform: Platform, secret: str
+) -> tuple[int, dict]:
+    async with http.get(
+        platform.base_url + "/metrics", headers={"Authorization": f"Bearer {secret}"}
+    ) as response:
+        return response.status, await response.json(content_type=None)
+
+
+async def test_create_prints_the_secret_once_stores_only_its_hash_and_the_api_accepts_it(
+    platform: Platform, http: aiohttp.ClientSession, pg: asyncpg.Connection
+) -> None:
+    name = unique_name()
+
+    done = await keys_cli(platform.dsn, "create", name, "--max-cps", "5")
+
+    secret = created_secret(done)
+    assert (done.stdout + done.stderr).count(secret) == 1
+    assert "shown only this once" in done.stdout
+    assert "cannot be shown again" in done.stdout
+    row = await pg.fetchrow("SELECT * FROM api_keys WHERE name = $1", name)
+    assert row["key_hash"] == hash_secret(secret)
+    assert row["key_prefix"] == secret[:8]
+    assert (row["max_concurrent_calls"], row["max_cps"], row["enabled"]) == (None, 5, True)
+    assert not any(secret in str(value) for value in dict(row).values())
+    status, body = await get_metrics(http, platform, secret)
+    assert status == 200
+    assert "total_calls" in body
+
+
+async def test_list_shows_names_prefixes_limits_state_and_never_a_secret_or_hash(
+    scratch_dsn: str,
+) -> None:
+    limited = created_secret(
+        await keys_cli(scratch_dsn, "create", "acme", "--max-concurrent", "7", "--max-cps", "4")
+    )
+    plain = created_secret(await keys_cli(scratch_dsn, "create", "plain"))
+    assert (await keys_cli(scratch_dsn, "disable", "plain")).returncode == 0
+
+    done = await keys_cli(scratch_dsn, "list")
+
+    assert done.returncode == 0, done.stderr
+    header, *rows = done.stdout.strip().splitlines()
+    assert header.split() == [
+        "NAME",
+        "PREFIX",
+        "MAX",
+        "CONCURRENT",
+        "MAX",
+        "CPS",
+        "ENABLED",
+        "CREATED",
+        "AT",
+    ]
+    cells = {row.split()[0]: row.split() for row in rows}
+    assert cells["acme"][1:5] == [limited[:8], "7", "4", "yes"]
+    assert cells["plain"][1:5] == [plain[:8], "default", "default", "no"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", " ".join(cells["acme"][5:]))
+    for secret in (limited, plain):
+        assert secret not in done.stdout
+        assert secret[8:] not in done.stdout
+        assert hash_secret(secret).hex() not in done.stdout
+
+
+async def test_list_of_no_keys_says_how_to_create_one(scratch_dsn: str) -> None:
+    done = await keys_cli(scratch_dsn, "list")
+
+    assert done.returncode == 0
+    assert done.stdout.strip() == "no API keys: create one with `python -m db keys create NAME`"
+
+
+async def test_disabled_key_gets_401_within_the_cache_ttl_and_enabled_works_again(
+    platform_factory: Callable[..., Awaitable[Platform]], http: aiohttp.ClientSession
+) -> None:
+    own = await platform_factory({"API_KEY_CACHE_TTL_MS": "100"})
+    name = unique_name()
+    secret = created_secret(await keys_cli(own.dsn, "create", name, env=own.env))
+    assert (await get_metrics(http, own, secret))[0] == 200  # now in the API's cache
+
+    disabled = await keys_cli(own.dsn, "disable", name, env=own.env)
+
+    assert disabled.returncode == 0, disabled.stderr
+    assert disabled.stdout.splitlines() == [
+        f"API key '{name}' disabled",
+        "Running API processes notice the change within their key cache TTL "
+        "(API_KEY_CACHE_TTL_MS, 100 ms).",
+    ]
+    await asyncio.sleep(0.15)
+    assert await get_metrics(http, own, secret) == (
+        401,
+        {"error": "Unauthorized", "message": "API key is disabled"},
+    )
+    again = await keys_cli(own.dsn, "disable", name, env=own.env)
+    assert again.stdout.strip() == f"API key '{name}' is already disabled"
+
+    assert (await keys_cli(own.dsn, "enable", name, env=own.env)).returncode == 0
+    await asyncio.sleep(0.15)
+    assert (await get_metrics(http, own, secret))[0] == 200
+
+
+async def test_key_limited_to_one_concurrent_call_gets_429_on_its_second(
+    platform: Platform, http: aiohttp.ClientSession
+) -> None:
+    name = unique_name()
+    secret = created_secret(await keys_cli(platform.dsn, "create", name))
+
+    done = await keys_cli(platform.dsn, "set-limits", name, "--max-concurrent", "1")
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == (
+        f"API key '{name}': max concurrent calls 1 (was default), max cps default (was default)"
+    )
+    assert "API_KEY_CACHE_TTL_MS" in done.stdout
+
+    async def create_call(to: str) -> tuple[int, dict]:
+        async with http.post(
+            platform.base_url + "/calls",
+            json={"from": "+14155550100", "to": to},
+            headers={"Authorization": f"Bearer {secret}"},
+        ) as response:
+            return response.status, await response.json()
+
+    # At once, so the first cannot have completed before the second asks.
+    answers = sorted(
+        await asyncio.gather(create_call("+14155550101"), create_call("+14155550102")),
+        key=lambda a: a[0],
+    )
+    assert answers[0][0] == 201
+    assert answers[1] == (
+        429,
+        {"error": "Rate limit exceeded", "message": "Maximum concurrent calls reached (1)"},
+    )
+
+    back = await keys_cli(
+        platform.dsn, "set-limits", name, "--max-concurrent", "default", "--max-cps", "9"
+    )
+    assert back.stdout.splitlines()[0] == (
+        f"API key '{name}': max concurrent calls default (was 1), max cps 9 (was default)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["disable", "nobody"], "no API key named 'nobody'"),
+        (["enable", "nobody"], "no API key named 'nobody'"),
+        (["set-limits", "nobody", "--max-cps", "2"], "no API key named 'nobody'"),
+        (["create", "taken"], "an API key named 'taken' already exists"),
+        (
+            ["create", "new", "--max-concurrent", "0"],
+            "--max-concurrent must be a positive integer or 'default', not '0'",
+        ),
+        (
+            ["create", "new", "--max-cps", "-2"],
+            "--max-cps must be a positive integer or 'default', not '-2'",
+        ),
+        (
+            ["set-limits", "taken", "--max-cps", "lots"],
+            "--max-cps must be a positive integer or 'default', not 'lots'",
+        ),
+        (["set-limits", "taken"], "nothing to change: give --max-concurrent and/or --max-cps"),
+        (["create", " "], "a key needs a name that is not blank"),
+    ],
+)
+async def test_mistakes_exit_1_with_one_line_and_change_nothing(
+    scratch_dsn: str, args: list[str], message: str
+) -> None:
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        await insert_key(conn, "taken", new_secret(), max_cps=3)
+    finally:
+        await conn.close()
+    before = await stored_keys(scratch_dsn)
+
+    done = await keys_cli(scratch_dsn, *args)
+
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", f"mock-comms: {message}\n")
+    assert await stored_keys(scratch_dsn) == before
+
+
+@pytest.mark.parametrize("args", [["list"], ["create", "x"], ["disable", "x"]])
+async def test_keys_without_postgresql_say_so_in_one_line(args: list[str]) -> None:
+    started = time.monotonic()
+
+    done = await keys_cli(f"postgresql://postgres@127.0.0.1:{free_port()}/nothing", *args)
+
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.startswith("mock-comms: cannot reach PostgreSQL (")
+    assert len(done.stderr.splitlines()) == 1
+    assert time.monotonic() - started < 10
+
+
+async def test_keys_before_migrate_point_to_it() -> None:
+    database = f"mc_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_dsn())
+    await admin.execute(f'CREATE DATABASE "{database}"')
+    try:
+        done = await keys_cli(with_database(server_dsn(), database), "list")
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.close()
+
+    assert done.returncode == 1
+    assert done.stderr == (
+        'mock-comms: PostgreSQL refused `keys list`: relation "api_keys" does not exist '
+        "(run `python -m db migrate` first)\n"
+    )
