@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     # Realtime
     stream_ping_s: float = 15.0
     stream_queue_size: int = 256
+    # Streams (SSE and WebSocket) one key may hold open on one API process; more get 429.
+    max_streams_per_key: int = Field(default=100, ge=1)
 
     @model_validator(mode="before")
     @classmethod

@@ -28,7 +28,7 @@ async def follow_call(
     messages are ordered by seq; a gap (a lost publish, a slow reader) is filled from history,
     and a message seen before is dropped.
     """
-    with hub.call(call_id) as sub:
+    with hub.call(call_id, key_id) as sub:
         latest = await db_calls.fetch_latest_event(pool, call_id, key_id)
         if latest is None:
             raise NotFound("Call not found")

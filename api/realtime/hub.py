@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -13,6 +14,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from core import keys
+from core.errors import RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +43,14 @@ class Subscription:
 
 
 class Hub:
-    def __init__(self, redis: Redis, queue_size: int = 256) -> None:
+    def __init__(self, redis: Redis, queue_size: int = 256, streams_per_key: int = 100) -> None:
         self._redis = redis
         self._queue_size = queue_size
+        self._streams_per_key = streams_per_key
         self._by_call: defaultdict[str, set[Subscription]] = defaultdict(set)
         self._by_key: defaultdict[str, set[Subscription]] = defaultdict(set)
+        # Open streams of each API key on this process, of both kinds.
+        self._open: Counter[str] = Counter()
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
 
@@ -65,25 +70,35 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    @contextlib.contextmanager
-    def call(self, call_id: str):
+    def call(self, call_id: str, key_id: str) -> contextlib.AbstractContextManager[Subscription]:
         """Subscribe to one call's messages for the life of the `with` block."""
-        sub = Subscription(self._queue_size)
-        self._by_call[call_id].add(sub)
-        try:
-            yield sub
-        finally:
-            self._discard(self._by_call, call_id, sub)
+        return self._subscribe(self._by_call, call_id, key_id)
+
+    def key(self, key_id: str) -> contextlib.AbstractContextManager[Subscription]:
+        """Subscribe to the messages of every call of an API key."""
+        return self._subscribe(self._by_key, key_id, key_id)
 
     @contextlib.contextmanager
-    def key(self, key_id: str):
-        """Subscribe to the messages of every call of an API key."""
+    def _subscribe(
+        self, index: defaultdict[str, set[Subscription]], name: str, key_id: str
+    ) -> Iterator[Subscription]:
+        if self._open[key_id] >= self._streams_per_key:
+            raise RateLimited(
+                f"Too many open streams for this key ({self._streams_per_key})",
+                limit=self._streams_per_key,
+                remaining=0,
+                reset_s=1,
+            )
         sub = Subscription(self._queue_size)
-        self._by_key[key_id].add(sub)
+        index[name].add(sub)
+        self._open[key_id] += 1
         try:
             yield sub
         finally:
-            self._discard(self._by_key, key_id, sub)
+            self._discard(index, name, sub)
+            self._open[key_id] -= 1
+            if not self._open[key_id]:
+                del self._open[key_id]
 
     @staticmethod
     def _discard(index: defaultdict[str, set[Subscription]], name: str, sub: Subscription) -> None:

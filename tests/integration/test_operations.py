@@ -26,7 +26,10 @@ def test_procfile_runs_web_worker_scheduler_and_dashboard() -> None:
         "web": "python -m api",
         "worker": "python -m worker",
         "scheduler": "python -m scheduler",
-        "dashboard": 'rq-dashboard --bind 127.0.0.1 --port 9181 --redis-url "$REDIS_URL"',
+        "dashboard": (
+            'rq-dashboard --bind 127.0.0.1 --port 9181 --redis-url "$REDIS_URL"'
+            ' --username "$RQ_DASHBOARD_USERNAME" --password "$RQ_DASHBOARD_PASSWORD"'
+        ),
     }
 
 
@@ -82,7 +85,11 @@ def test_db_command_without_postgresql_says_so() -> None:
 async def test_rq_dashboard_serves_the_queues_on_loopback(platform: Platform, api) -> None:
     port = free_port()
     command = procfile()["dashboard"].replace("9181", str(port))
-    env = os.environ | {"REDIS_URL": platform.redis_url}
+    env = os.environ | {
+        "REDIS_URL": platform.redis_url,
+        "RQ_DASHBOARD_USERNAME": "ops",
+        "RQ_DASHBOARD_PASSWORD": "s3cret-dashboard",
+    }
     dashboard = subprocess.Popen(  # noqa: ASYNC220 (starting it does not block)
         ["bash", "-c", f"exec {command}"],
         cwd=ROOT,
@@ -91,17 +98,26 @@ async def test_rq_dashboard_serves_the_queues_on_loopback(platform: Platform, ap
         stderr=subprocess.DEVNULL,
     )
     try:
-        await api.create_call()
+        _, created, _ = await api.create_call()
+        await api.wait_recorded(created["call_id"])  # both queues have had a job by then
         queues = None
         async with aiohttp.ClientSession() as http:
             for _ in range(100):
                 with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"http://127.0.0.1:{port}/0/data/queues.json") as response:
+                    async with http.get(
+                        f"http://127.0.0.1:{port}/0/data/queues.json",
+                        auth=aiohttp.BasicAuth("ops", "s3cret-dashboard"),
+                    ) as response:
                         if response.status == 200:
                             queues = await response.json()
                             break
                 await asyncio.sleep(0.1)
         assert queues is not None, "rq-dashboard did not answer"
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/0/data/queues.json") as response,
+        ):
+            assert response.status == 401, "rq-dashboard must ask for a login"
         assert {"transitions", "uploads"} <= {queue["name"] for queue in queues["queues"]}
         assert shlex.split(command)[1:3] == ["--bind", "127.0.0.1"]
     finally:
