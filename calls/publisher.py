@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from calls.stores import Stores
@@ -28,6 +29,10 @@ RETRY_BACKOFF_S = (0.05, 0.2, 0.5)
 # Published outbox entries are deleted in one statement this often (or when this many wait).
 ACK_INTERVAL_S = 0.1
 ACK_BATCH = 1_000
+
+
+# Queues commands on a pipeline (see Publisher.publish).
+Queue = Callable[[Pipeline], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,16 +56,23 @@ class Publisher:
         self._published: list[int] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def publish(self, items: Sequence[Outgoing]) -> bool:
+    async def publish(self, items: Sequence[Outgoing], along: Queue | None = None) -> bool:
         """Publish transitions in order; True when all went out (their outbox entries are then
-        deleted shortly), False when Redis refused them all retries (they stay in the outbox)."""
+        deleted shortly), False when Redis refused them all retries (they stay in the outbox).
+
+        `along` queues other commands on the first attempt's pipeline, so a transition's Redis
+        updates and its publish share one round trip; retries publish alone.
+        """
         if not items:
             return True
         payloads = [envelope(item) for item in items]
         for attempt, pause_s in enumerate((0.0, *RETRY_BACKOFF_S)):
-            await asyncio.sleep(pause_s)
+            if pause_s:
+                await asyncio.sleep(pause_s)
             try:
                 async with self._stores.redis.pipeline(transaction=False) as pipe:
+                    if along is not None and attempt == 0:
+                        await along(pipe)
                     for payload in payloads:
                         pipe.publish(keys.EVENTS_CHANNEL, payload)
                     await pipe.execute()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError
 
 from calls.live import LiveState
 from calls.stores import Stores
@@ -109,8 +110,12 @@ class CallService:
         return Created(dict(row) | {"status": "QUEUED"}, replayed=True, grant=None)
 
     async def get(self, key: ApiKey, call_id: str) -> Mapping[str, Any]:
-        """The call as it is now: the live view when Redis has it, else PostgreSQL."""
-        live = await self._live.read(call_id)
+        """The call as it is now: the live view when Redis has it, else PostgreSQL (also when
+        Redis does not answer: reads keep working through a Redis outage)."""
+        try:
+            live = await self._live.read(call_id)
+        except RedisError:
+            live = None
         # Between COMPLETED and its upload the URL is due any moment; PostgreSQL has it first.
         if live is not None and (live["status"] != "COMPLETED" or live["recording_url"]):
             if live["key_id"] != key.id:

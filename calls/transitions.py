@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from redis.exceptions import RedisError
+from redis.asyncio.client import Pipeline
 
 from calls.live import LiveState
 from calls.publisher import Outgoing, Publisher
@@ -194,7 +194,7 @@ class Transitions:
         return Durations()
 
     async def after_commit(self, rows: Sequence[Row]) -> None:
-        """Make committed transitions visible: live hash, next timer, limit lease, upload; then
+        """Make committed transitions visible: live hash, next timer, limit lease, upload, and
         publish them.
 
         PostgreSQL has them already, so a Redis failure here loses nothing: upkeep re-arms
@@ -216,32 +216,31 @@ class Transitions:
                     "request_id": logs.request_id.get() or row["request_id"],
                 },
             )
-        try:
-            await self._update_redis(rows)
-        except RedisError:
-            log.exception("redis update after commit failed; upkeep will repair it")
-        await self.publisher.publish(
-            [Outgoing(row["key_id"], message_of(row), row["outbox_id"]) for row in rows]
-        )
+        outgoing = [Outgoing(row["key_id"], message_of(row), row["outbox_id"]) for row in rows]
 
-    async def _update_redis(self, rows: Sequence[Row]) -> None:
+        async def update_redis(pipe: Pipeline) -> None:
+            await self._queue_redis_updates(pipe, rows)
+
+        # One round trip for the updates and the publish; if it fails the publish is retried
+        # alone, and what the updates missed upkeep repairs from PostgreSQL.
+        await self.publisher.publish(outgoing, along=update_redis)
+
+    async def _queue_redis_updates(self, pipe: Pipeline, rows: Sequence[Row]) -> None:
+        """Queue each moved call's live view, next timer, lease release and upload on `pipe`."""
         settings = self._stores.settings
         now = now_ms()
-        async with self._stores.redis.pipeline(transaction=False) as pipe:
-            for row in rows:
-                call_id, status = row["call_id"], Status(row["status"])
-                await self._live.write(pipe, row)
-                previous = row["previous_status"]
-                if row["kind"] == "simulated" and previous is not None:
-                    # The timer of the state left behind is stale now; tidy it away.
-                    stale = keys.advance_timer(call_id, row["seq"] - 1, previous)
-                    pipe.zrem(keys.TIMERS, stale)
-                if status is Status.COMPLETED:
-                    pipe.zrem(keys.leases(row["key_id"]), call_id)
-                    Timers.schedule(pipe, keys.upload_timer(call_id), now)
-                elif row["kind"] == "simulated":
-                    delay = timer_delay_ms(status, settings, self._rng)
-                    if delay is not None:
-                        member = keys.advance_timer(call_id, row["seq"], status)
-                        Timers.schedule(pipe, member, now + delay)
-            await pipe.execute()
+        for row in rows:
+            call_id, status = row["call_id"], Status(row["status"])
+            await self._live.write(pipe, row)
+            previous = row["previous_status"]
+            if row["kind"] == "simulated" and previous is not None:
+                # The timer of the state left behind is stale now; tidy it away.
+                pipe.zrem(keys.TIMERS, keys.advance_timer(call_id, row["seq"] - 1, previous))
+            if status is Status.COMPLETED:
+                pipe.zrem(keys.leases(row["key_id"]), call_id)
+                Timers.schedule(pipe, keys.upload_timer(call_id), now)
+            elif row["kind"] == "simulated":
+                delay = timer_delay_ms(status, settings, self._rng)
+                if delay is not None:
+                    member = keys.advance_timer(call_id, row["seq"], status)
+                    Timers.schedule(pipe, member, now + delay)
