@@ -3,7 +3,7 @@
 -- KEYS[1]  the call's live hash
 -- ARGV[1]  seq of the state being written
 -- ARGV[2]  time to live in ms (0: keep while the call is active)
--- ARGV[3..] field, value pairs
+-- ARGV[3..] field, value pairs (the call's view is one JSON field, "call")
 --
 -- Writers race (a timer's worker, an event, the scheduler's repair); the seq guard makes the
 -- hash only ever move forward. Returns 1 when written, 0 when a newer state was there.

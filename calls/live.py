@@ -9,7 +9,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from calls.views import call_from_live, live_fields
+from calls.views import call_from_live, live_json
 from core import keys
 
 _SCRIPT = (Path(__file__).parent / "live.lua").read_text()
@@ -25,11 +25,12 @@ class LiveState:
     async def write(self, pipe: Pipeline, row: Mapping[str, Any]) -> None:
         """Queue on `pipe` the write of a call row from PostgreSQL, unless Redis has newer."""
         ttl_ms = ENDED_TTL_MS if row["status"] == "COMPLETED" else 0
-        pairs = [item for pair in live_fields(row).items() for item in pair]
         await self._write(
-            keys=[keys.call_state(row["call_id"])], args=[row["seq"], ttl_ms, *pairs], client=pipe
+            keys=[keys.call_state(row["call_id"])],
+            args=[row["seq"], ttl_ms, "call", live_json(row)],
+            client=pipe,
         )
 
     async def read(self, call_id: str) -> dict[str, Any] | None:
-        fields = await self._redis.hgetall(keys.call_state(call_id))
-        return call_from_live(fields) if fields else None
+        seq, view = await self._redis.hmget(keys.call_state(call_id), "seq", "call")
+        return call_from_live(seq, view) if view is not None else None

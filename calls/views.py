@@ -10,64 +10,53 @@ import orjson
 
 from core.clock import from_ms, iso, to_ms
 
-# How each column of a call row (db/calls.py CALL_COLUMNS) is kept in its live hash; seq is
-# written by the live script itself. None is kept as an empty string.
-_TEXT, _JSON, _TIME = "text", "json", "time"
-_LIVE_COLUMNS = {
-    "call_id": _TEXT,
-    "key_id": _TEXT,
-    "kind": _TEXT,
-    "status": _TEXT,
-    "from_number": _TEXT,
-    "to_number": _TEXT,
-    "metadata": _JSON,
-    "flags": _JSON,
-    "recording_url": _TEXT,
-    "call_type": _TEXT,
-    "queue_id": _TEXT,
-    "agent_id": _TEXT,
-    "end_reason": _TEXT,
-    "created_at": _TIME,
-    "updated_at": _TIME,
-    "status_changed_at": _TIME,
-    "started_at": _TIME,
-    "routed_at": _TIME,
-    "answered_at": _TIME,
-    "held_at": _TIME,
-    "ended_at": _TIME,
-}
+# The columns of a call row (db/calls.py CALL_COLUMNS) its live view keeps, and which of them
+# are times (kept as epoch ms). The view is one JSON value in the call's hash, beside its seq:
+# one field to write and read instead of one per column.
+_LIVE_COLUMNS = (
+    "call_id",
+    "key_id",
+    "kind",
+    "status",
+    "from_number",
+    "to_number",
+    "metadata",
+    "flags",
+    "recording_url",
+    "call_type",
+    "queue_id",
+    "agent_id",
+    "end_reason",
+)
+_LIVE_TIMES = (
+    "created_at",
+    "updated_at",
+    "status_changed_at",
+    "started_at",
+    "routed_at",
+    "answered_at",
+    "held_at",
+    "ended_at",
+)
 
 
-def live_fields(row: Mapping[str, Any]) -> dict[str, str]:
-    """The live hash fields of a call row from PostgreSQL."""
-    fields = {}
-    for column, kind in _LIVE_COLUMNS.items():
-        value = row[column]
-        if value is None:
-            fields[column] = ""
-        elif kind == _JSON:
-            fields[column] = orjson.dumps(list(value) if column == "flags" else value).decode()
-        elif kind == _TIME:
-            fields[column] = str(to_ms(value))
-        else:
-            fields[column] = value
-    return fields
+def live_json(row: Mapping[str, Any]) -> bytes:
+    """A call row from PostgreSQL as its live view."""
+    view = {column: row[column] for column in _LIVE_COLUMNS}
+    view["flags"] = list(view["flags"])
+    for column in _LIVE_TIMES:
+        moment = row[column]
+        view[column] = None if moment is None else to_ms(moment)
+    return orjson.dumps(view)
 
 
-def call_from_live(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
-    """A live hash read back into the same mapping a PostgreSQL row gives."""
-    raw = {k.decode(): v.decode() for k, v in fields.items()}
-    call: dict[str, Any] = {"seq": int(raw.get("seq", "0"))}
-    for column, kind in _LIVE_COLUMNS.items():
-        value = raw.get(column, "")
-        if value == "":
-            call[column] = None
-        elif kind == _JSON:
-            call[column] = orjson.loads(value)
-        elif kind == _TIME:
-            call[column] = from_ms(int(value))
-        else:
-            call[column] = value
+def call_from_live(seq: bytes, view: bytes) -> dict[str, Any]:
+    """A live view read back into the same mapping a PostgreSQL row gives."""
+    call = orjson.loads(view)
+    call["seq"] = int(seq)
+    for column in _LIVE_TIMES:
+        ms = call[column]
+        call[column] = None if ms is None else from_ms(ms)
     return call
 
 
