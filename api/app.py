@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         client_max_size=settings.max_body_bytes,
         # Long query strings reach validation (and its JSON 400) instead of the HTTP parser's
         # plain-text refusal at 8 KiB; past 32 KiB the parser still refuses them.
-        handler_args={"max_line_size": 32 * 1024},
+        handler_args={"max_line_size": 32 * 1024, "max_field_size": 32 * 1024},
     )
     app[appkeys.SETTINGS] = settings
     app[appkeys.STARTED_AT] = time.monotonic()

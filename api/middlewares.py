@@ -114,6 +114,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         )
     except (
         asyncpg.PostgresConnectionError,
+        # The server shutting down or starting up (57P01, 57P03, ...), and the client state a
+        # connection cut mid-statement leaves behind.
+        asyncpg.exceptions.OperatorInterventionError,
+        asyncpg.exceptions.InternalClientError,
         asyncpg.InterfaceError,
         asyncpg.CannotConnectNowError,
         asyncpg.TooManyConnectionsError,

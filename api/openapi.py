@@ -10,6 +10,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from api import models
+from api.handlers.calls import IDEMPOTENCY_KEY_MAX
+from api.handlers.streams import SEQ_PATTERN
 
 if TYPE_CHECKING:
     from api.routes import Route
@@ -207,6 +209,18 @@ def _response(status: int, answer: type[BaseModel] | str, route: Route) -> dict[
     return response
 
 
+# The rules the handlers enforce on the headers they read (a client built from the document
+# must not send what the API refuses).
+_HEADER_SCHEMAS: dict[str, dict[str, Any]] = {
+    "Idempotency-Key": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": IDEMPOTENCY_KEY_MAX,
+    },
+    "Last-Event-ID": {"type": "string", "pattern": SEQ_PATTERN},
+}
+
+
 def _parameters(route: Route) -> list[dict[str, Any]]:
     parameters = [
         {
@@ -231,15 +245,11 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
         for name, spec in schema["properties"].items():
             parameters.append({"name": name, "in": "query", "required": False, "schema": spec})
     for name, text in route.headers.items():
-        parameters.append(
-            {
-                "name": name,
-                "in": "header",
-                "required": False,
-                "description": text,
-                "schema": {"type": "string"},
-            }
-        )
+        schema = _HEADER_SCHEMAS.get(name, {"type": "string"})
+        spec = {"name": name, "in": "header", "required": False, "description": text}
+        parameters.append(spec | {"schema": schema})
+        if name == "Last-Event-ID":
+            parameters.append(spec | {"name": "last_event_id", "in": "query", "schema": schema})
     parameters.append(
         {
             "name": "X-Request-ID",

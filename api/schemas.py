@@ -40,7 +40,14 @@ def _iso_date_time(value: Any) -> Any:
     return value
 
 
-IsoDateTime = Annotated[datetime, BeforeValidator(_iso_date_time)]
+def _storable_time(value: datetime) -> datetime:
+    # Years PostgreSQL and Python both hold, whatever the zone offset does to the instant.
+    if not 1900 <= value.year <= 9000:
+        raise ValueError("must be between the years 1900 and 9000")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_date_time), AfterValidator(_storable_time)]
 
 # E.164's shape: a plus and up to 15 digits. The leading-zero rule is not enforced, because the
 # original service's own examples (+0987654321) must keep working.

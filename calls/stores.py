@@ -6,7 +6,11 @@ import asyncio
 from dataclasses import dataclass
 
 import asyncpg
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.settings import Settings
 from db.pool import create_pool
@@ -23,9 +27,19 @@ class Stores:
         pool = await create_pool(
             settings.dsn, min_size=settings.db_pool_min, max_size=pool_max or settings.db_pool_max
         )
-        redis = Redis.from_url(
-            settings.redis_dsn, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+        # A request waits for a free connection rather than failing when a burst outnumbers the
+        # pool, and a command on a connection Redis dropped (a restart) is retried on a new one.
+        connections = BlockingConnectionPool.from_url(
+            settings.redis_dsn,
+            max_connections=settings.redis_pool_max,
+            timeout=5,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            health_check_interval=30,
+            retry=Retry(ExponentialBackoff(cap=0.25, base=0.01), retries=3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
+        redis = Redis.from_pool(connections)
         return cls(settings, pool, redis)
 
     async def close(self, timeout_s: float = 3.0) -> None:

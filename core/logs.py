@@ -43,10 +43,25 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class RedactParserErrors(logging.Filter):
+    """aiohttp logs a request its HTTP parser refuses (a bad header, an overlong line) with the
+    offending line quoted, which can hold a key or an access_token: keep only that it happened."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "aiohttp.server" and record.exc_info:
+            kind = record.exc_info[0].__name__ if record.exc_info[0] else "error"
+            record.msg = "refused a request the HTTP parser could not read (%s)"
+            record.args = (kind,)
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def setup_logging(process: str, level: str) -> None:
     """Send every logger's records to stdout as JSON lines."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(process))
+    handler.addFilter(RedactParserErrors())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

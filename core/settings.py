@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     redis_url: str = ""
     redis_host: str = "localhost"
     redis_port: int = 6379
+    # Connections per process; a request waits for a free one when all are busy.
+    redis_pool_max: int = Field(default=200, ge=1)
 
     # Keys and limits
     valid_api_keys: Annotated[list[str], NoDecode] = Field(
@@ -93,6 +95,8 @@ class Settings(BaseSettings):
     reconcile_grace_ms: int = 5_000
     # A limit lease older than this is checked against PostgreSQL and dropped if its call ended.
     lease_check_after_ms: int = 10_000
+    # An upload attempt still running after this lost its worker; upkeep gives it back.
+    upload_attempt_timeout_ms: int = 60_000
     # An outbox entry older than this was not published by its writer; upkeep publishes it.
     outbox_grace_ms: int = 1_000
 

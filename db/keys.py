@@ -15,7 +15,8 @@ from core.errors import Conflict, NotFound
 
 
 def hash_secret(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
+    # Header bytes that are not UTF-8 reach us surrogate-escaped; hash them as they came.
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,9 +82,8 @@ class Upkeep:
         """Re-arm uploads whose timer was lost, and attempts whose worker died."""
         settings = self._stores.settings
         grace = settings.reconcile_grace_ms
-        # An attempt takes one file copy; one still "uploading" after a minute lost its worker.
         rows = await db_recordings.fetch_stranded_uploads(
-            self._stores.pool, grace, max(grace, 60_000), PASS_LIMIT
+            self._stores.pool, grace, settings.upload_attempt_timeout_ms, PASS_LIMIT
         )
         if not rows:
             return 0

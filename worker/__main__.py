@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import time
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker
 
 from core import keys
 from core.logs import setup_logging
 from core.settings import get_settings
 from worker.runtime import runtime
+
+log = logging.getLogger("worker")
+
+# Pause before starting again after Redis went away, doubling up to the cap.
+RESTART_PAUSE_S = (0.5, 5.0)
 
 
 def main() -> int:
@@ -21,8 +30,20 @@ def main() -> int:
     queues = [
         Queue(name, connection=connection) for name in (keys.TRANSITIONS_QUEUE, keys.UPLOADS_QUEUE)
     ]
-    worker = SimpleWorker(queues, connection=connection)
-    worker.work(with_scheduler=False, logging_level=settings.log_level)
+    pause_s, cap_s = RESTART_PAUSE_S
+    while True:
+        worker = SimpleWorker(queues, connection=connection)
+        try:
+            worker.work(with_scheduler=False, logging_level=settings.log_level)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            log.warning("lost Redis: %s", exc)
+        if getattr(worker, "_stop_requested", False):
+            break  # asked to stop (SIGTERM, SIGINT)
+        # RQ quits its loop when Redis drops under it (a restart, a failover) and logs why. The
+        # work it held is resumed from PostgreSQL by the scheduler's upkeep; start again.
+        log.warning("the RQ worker stopped on its own; starting again in %.1f s", pause_s)
+        time.sleep(pause_s)
+        pause_s = min(pause_s * 2, cap_s)
     runtime().close()
     return 0
 

@@ -17,11 +17,22 @@ from db.calls import CallFilter, fetch_calls_page
 IDEMPOTENCY_KEY_MAX = 255
 
 
+def _is_utf8(header: str) -> bool:
+    # aiohttp hands on header bytes that are not UTF-8 as surrogate escapes.
+    try:
+        header.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 async def create_call(request: web.Request) -> web.Response:
     body: CreateCall = parse_body(CreateCall, await json_body(request))
     idempotency_key = request.headers.get("Idempotency-Key")
-    if idempotency_key is not None and not 0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
-        raise BadRequest(f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters")
+    if idempotency_key is not None and not (
+        0 < len(idempotency_key) <= IDEMPOTENCY_KEY_MAX and _is_utf8(idempotency_key)
+    ):
+        raise BadRequest(f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} UTF-8 characters")
     created = await request.app[appkeys.CALLS].create(
         appkeys.api_key(request),
         from_number=body.from_,

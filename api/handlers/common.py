@@ -22,7 +22,12 @@ def base_url(request: web.Request) -> str:
 
 async def json_body(request: web.Request) -> Any:
     """The parsed JSON body; malformed JSON is a 400, an oversized body a 413."""
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise
+    except Exception as exc:  # aiohttp's payload errors: a body not in its Content-Encoding, ...
+        raise BadRequest(f"Request body could not be read: {exc}") from None
     if not raw.strip():
         raise BadRequest("Request body must be a JSON object")
     try:

@@ -19,7 +19,8 @@ from api.realtime.follow import follow_call, follow_key
 from api.realtime.hub import RESYNC
 from core.errors import BadRequest
 
-_SEQ = re.compile(r"^[0-9]{1,9}$")
+SEQ_PATTERN = "^[0-9]{1,9}$"
+_SEQ = re.compile(SEQ_PATTERN)
 
 
 def _last_event_id(request: web.Request) -> int | None:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -76,6 +78,129 @@ def with_database(dsn: str, database: str) -> str:
     return f"{base}/{database}{query}"
 
 
+def postgres_bindir() -> Path:
+    """The PostgreSQL server programs (initdb, pg_ctl): MOCKCOMMS_PG_BINDIR, else PATH, else the
+    newest /usr/lib/postgresql/<major>/bin."""
+    given = os.environ.get("MOCKCOMMS_PG_BINDIR")
+    if given:
+        return Path(given)
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    installed = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda path: int(path.parts[-3]) if path.parts[-3].isdigit() else 0,
+    )
+    if installed:
+        return installed[-1].parent
+    raise RuntimeError("no initdb for a private PostgreSQL: install the PostgreSQL server")
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster on a free port, for a test that stops and starts it.
+
+    The server refuses to run as root, so as root it runs as the `postgres` account, which must
+    reach its data directory; pytest keeps its temp tree private (0700), so the cluster lives in
+    a directory of its own under the system temp dir, linked from the platform's workdir.
+    """
+
+    def __init__(self, link: Path) -> None:
+        self.port = free_port()
+        self.link = link
+        self.base: Path | None = None
+        self.bindir = postgres_bindir()
+        self.account = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
+
+    def dsn(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def data(self) -> Path:
+        assert self.base is not None, "the cluster was not created"
+        return self.base / "data"
+
+    @property
+    def log_path(self) -> Path:
+        assert self.base is not None, "the cluster was not created"
+        return self.base / "postgres.log"
+
+    def _run(self, *args: str, timeout: float = 60) -> None:
+        assert self.base is not None
+        env = dict(os.environ, LC_ALL="C", LANG="C", HOME=str(self.base))
+        env.pop("PGDATA", None)
+        kwargs: dict[str, object] = {}
+        if self.account is not None:
+            kwargs = {"user": self.account.pw_uid, "group": self.account.pw_gid, "extra_groups": []}
+            env.update(USER=self.account.pw_name, LOGNAME=self.account.pw_name)
+        result = subprocess.run(
+            [str(self.bindir / args[0]), *args[1:]],
+            cwd=self.base,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        if result.returncode != 0:
+            log = (
+                self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
+            )
+            raise RuntimeError(f"{args[0]} failed:\n{result.stdout}{result.stderr}{log}")
+
+    def create(self) -> None:
+        """initdb a cluster for tests (no durability: fsync off) and start it."""
+        self.base = Path(tempfile.mkdtemp(prefix="mc-test-pg-"))
+        self.log_path.touch()
+        if self.account is not None:
+            for path in (self.base, self.log_path):
+                os.chown(path, self.account.pw_uid, self.account.pw_gid)
+        with contextlib.suppress(OSError):
+            self.link.symlink_to(self.base, target_is_directory=True)
+        self._run(
+            "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
+            "--encoding=UTF8", "--no-locale", "--no-sync", "--no-instructions",
+        )  # fmt: skip
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                f"port = {self.port}\n"
+                "listen_addresses = '127.0.0.1'\n"
+                "unix_socket_directories = ''\n"
+                "max_connections = 200\n"
+                "fsync = off\n"
+                "synchronous_commit = off\n"
+                "full_page_writes = off\n"
+            )
+        self.start()
+
+    def start(self) -> None:
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log_path), "-w", "-t", "30", "start"
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """Shut down; `fast` ends every session at once, as a failover or a crash would."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop")
+
+    @property
+    def running(self) -> bool:
+        return self.base is not None and (self.data / "postmaster.pid").exists()
+
+    def remove(self) -> None:
+        """Stop the server if it runs and delete the cluster."""
+        if self.base is None:
+            return
+        try:
+            if self.running:
+                self.stop("immediate")
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                self.link.unlink()
+            self.base = None
+
+
 @dataclass
 class Process:
     name: str
@@ -127,11 +252,17 @@ class Platform:
     workers: int = 1
     database: str = field(default_factory=lambda: f"mc_test_{uuid.uuid4().hex[:12]}")
     processes: dict[str, Process] = field(default_factory=dict)
+    # Run against a PostgreSQL cluster of its own (see PrivatePostgres), which a test may stop.
+    private_postgres: bool = False
 
     def __post_init__(self) -> None:
         self.api_port = free_port()
         self.redis_port = free_port()
-        self.dsn = with_database(server_dsn(), self.database)
+        self.postgres = (
+            PrivatePostgres(self.workdir / "postgres") if self.private_postgres else None
+        )
+        self.admin_dsn = self.postgres.dsn("postgres") if self.postgres else server_dsn()
+        self.dsn = with_database(self.admin_dsn, self.database)
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
         self.base_url = f"http://127.0.0.1:{self.api_port}"
         self.recordings_dir = self.workdir / "recordings"
@@ -153,7 +284,7 @@ class Platform:
     # -- stores ------------------------------------------------------------------------------
 
     async def create_database(self) -> None:
-        admin = await asyncpg.connect(server_dsn())
+        admin = await asyncpg.connect(self.admin_dsn)
         try:
             await admin.execute(f'CREATE DATABASE "{self.database}"')
         finally:
@@ -165,7 +296,7 @@ class Platform:
             await conn.close()
 
     async def drop_database(self) -> None:
-        admin = await asyncpg.connect(server_dsn())
+        admin = await asyncpg.connect(self.admin_dsn)
         try:
             await admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
         finally:
@@ -200,6 +331,23 @@ class Platform:
             time.sleep(0.05)
         raise RuntimeError("private redis-server did not start")
 
+    def restart_redis(self, down_s: float = 0.0) -> None:
+        """Kill the private redis-server and start an empty one on the same port after `down_s`
+        (nothing is persisted): every client's connection breaks and every key is gone."""
+        self.processes["redis"].kill()
+        time.sleep(down_s)
+        self.start_redis()
+
+    def stop_postgres(self) -> None:
+        """Shut the private PostgreSQL down (every session is cut at once)."""
+        assert self.postgres is not None, "only a Platform(private_postgres=True) can"
+        self.postgres.stop()
+
+    def start_postgres(self) -> None:
+        """Start the private PostgreSQL again, on the same port with the same data."""
+        assert self.postgres is not None, "only a Platform(private_postgres=True) can"
+        self.postgres.start()
+
     # -- application processes -------------------------------------------------------------
 
     def add(self, name: str, module: str, env: dict[str, str] | None = None) -> Process:
@@ -215,6 +363,8 @@ class Platform:
 
     async def start(self) -> Platform:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.postgres is not None:
+            await asyncio.to_thread(self.postgres.create)
         await self.create_database()
         self.start_redis()
         self.add("api", "api")
@@ -243,7 +393,11 @@ class Platform:
                 process.stop()
         if "redis" in self.processes:
             self.processes["redis"].stop()
-        await self.drop_database()
+        if self.postgres is not None:
+            # The whole cluster goes, with the database (the server may be stopped now).
+            await asyncio.to_thread(self.postgres.remove)
+        else:
+            await self.drop_database()
 
     def logs(self, tail: int = 40) -> str:
         out = []

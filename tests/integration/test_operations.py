@@ -28,7 +28,8 @@ def test_procfile_runs_web_worker_scheduler_and_dashboard() -> None:
         "scheduler": "python -m scheduler",
         "dashboard": (
             'rq-dashboard --bind 127.0.0.1 --port 9181 --redis-url "$REDIS_URL"'
-            ' --username "$RQ_DASHBOARD_USERNAME" --password "$RQ_DASHBOARD_PASSWORD"'
+            ' --username "${RQ_DASHBOARD_USERNAME:-admin}"'
+            ' --password "${RQ_DASHBOARD_PASSWORD:?set RQ_DASHBOARD_PASSWORD (scripts/run makes one)}"'
         ),
     }
 
