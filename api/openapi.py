@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -12,9 +12,7 @@ from pydantic.json_schema import models_json_schema
 from api import models
 from api.handlers.calls import IDEMPOTENCY_KEY_MAX
 from api.handlers.streams import SEQ_PATTERN
-
-if TYPE_CHECKING:
-    from api.routes import Route
+from api.route import Route
 
 # Errors any route can answer: no or a bad key (not on public routes), a wrong method, a body
 # over the limit, a store down.

@@ -3,44 +3,11 @@ takes and answers (the OpenAPI document is built from this table)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-
 from aiohttp import web
-from pydantic import BaseModel
 
 from api import appkeys, models, schemas
 from api.handlers import calls, dashboard, docs, events, health, metrics, recordings, streams
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-# What a response that is not JSON carries, for the document.
-SSE, WEBSOCKET, AUDIO, PROMETHEUS, HTML = (
-    "text/event-stream",
-    "websocket",
-    "audio/*",
-    "text/plain",
-    "text/html",
-)
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-    # The answers besides the errors every route shares (401, 405, 413, 503 …).
-    ok: dict[int, type[BaseModel] | str]
-    errors: tuple[int, ...] = ()
-    body: type[BaseModel] | None = None
-    query: type[BaseModel] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    public: bool = False
-    # Browsers cannot set headers on EventSource or WebSocket: streams take `access_token=`.
-    query_token: bool = False
-    tag: str = "calls"
-
+from api.route import AUDIO, HTML, SSE, WEBSOCKET, Route
 
 # One line per route, so the table reads top to bottom (hence no formatter and long lines here).
 # fmt: off

@@ -22,7 +22,7 @@ from core import keys, logs
 from core.clock import now_ms
 from core.errors import InvalidTransition
 from core.lifecycle import TARGET_OF, Event, Status, next_status, timer_delay_ms
-from core.rules import Durations, raised_flags
+from core.rules import Durations, Thresholds, raised_flags
 from db import calls as db_calls
 from db.calls import Transition
 
@@ -58,6 +58,10 @@ class Transitions:
         self._stores = stores
         self._live = LiveState(stores.redis)
         self.publisher = Publisher(stores)
+        settings = stores.settings
+        self._thresholds = Thresholds(
+            settings.wait_sla_s, settings.hold_limit_s, settings.short_call_s, settings.reroute_s
+        )
         self._rng = rng or random.Random()
 
     async def move(self, moves: Sequence[Move]) -> list[Row]:
@@ -129,7 +133,7 @@ class Transitions:
         target = next_status(Status(call["status"]), event)
         assert target is not None, f"{event} from {call['status']} was checked by the caller"
         durations = self.durations(call, event, occurred_at, reported)
-        raised = raised_flags(event, durations, self._stores.settings.thresholds)
+        raised = raised_flags(event, durations, self._thresholds)
         flags = sorted(set(call["flags"]) | raised)
         data = {
             name: value

@@ -9,8 +9,6 @@ from urllib.parse import quote
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from core.rules import Thresholds
-
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
@@ -140,10 +138,6 @@ class Settings(BaseSettings):
     @property
     def redis_dsn(self) -> str:
         return self.redis_url or f"redis://{self.redis_host}:{self.redis_port}/0"
-
-    @property
-    def thresholds(self) -> Thresholds:
-        return Thresholds(self.wait_sla_s, self.hold_limit_s, self.short_call_s, self.reroute_s)
 
     def scaled_ms(self, ms: float) -> int:
         """A lifecycle delay after the global time scale."""
