@@ -1,0 +1,79 @@
+"""The bare ceiling for scripts/bench: an aiohttp app doing the platform's store round trips and
+nothing else, so each figure can be read as a share of what this machine allows.
+
+    .venv/bin/python scripts/bench_bare.py        # DATABASE_URL, REDIS_URL, BARE_PORT
+
+POST (any path) reads the body, does one Redis INCR and one PostgreSQL INSERT, and answers 201.
+GET /calls/{id} does one Redis HGETALL of `bare:call:<id>` and answers its fields as JSON. The
+same uvloop, aiohttp and pool sizes as the API; no auth, validation, logging or middleware.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator
+
+import asyncpg
+import orjson
+import uvloop
+from aiohttp import web
+from redis.asyncio import BlockingConnectionPool, Redis
+
+TABLE = "bench_bare_inserts"
+POOL = web.AppKey("pool", asyncpg.Pool)
+REDIS = web.AppKey("redis", Redis)
+
+
+async def post(request: web.Request) -> web.Response:
+    body = await request.read()
+    n = await request.app[REDIS].incr("bare:counter")
+    await request.app[POOL].execute(
+        f"INSERT INTO {TABLE} (n, body) VALUES ($1, $2)", n, body.decode()
+    )
+    return web.Response(body=orjson.dumps({"n": n}), status=201, content_type="application/json")
+
+
+async def get(request: web.Request) -> web.Response:
+    fields = await request.app[REDIS].hgetall("bare:call:" + request.match_info["call_id"])
+    if not fields:
+        return web.Response(
+            status=404, body=b'{"error":"Not Found"}', content_type="application/json"
+        )
+    body = orjson.dumps({k.decode(): v.decode() for k, v in fields.items()})
+    return web.Response(body=body, content_type="application/json")
+
+
+async def stores(app: web.Application) -> AsyncIterator[None]:
+    pool_max = int(os.environ.get("DB_POOL_MAX", "10"))
+    app[POOL] = await asyncpg.create_pool(
+        os.environ["DATABASE_URL"], min_size=min(2, pool_max), max_size=pool_max
+    )
+    # Like the platform's: a burst waits for a free connection instead of failing.
+    connections = BlockingConnectionPool.from_url(
+        os.environ["REDIS_URL"], max_connections=int(os.environ.get("REDIS_POOL_MAX", "100"))
+    )
+    app[REDIS] = Redis.from_pool(connections)
+    yield
+    await app[REDIS].aclose()
+    await app[POOL].close()
+
+
+def main() -> int:
+    app = web.Application()
+    app.cleanup_ctx.append(stores)
+    app.router.add_get("/calls/{call_id}", get)
+    app.router.add_post("/{tail:.*}", post)
+    web.run_app(
+        app,
+        host="127.0.0.1",
+        port=int(os.environ["BARE_PORT"]),
+        loop=uvloop.new_event_loop(),
+        access_log=None,
+        print=None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
