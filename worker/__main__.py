@@ -37,7 +37,7 @@ def main() -> int:
             worker.work(with_scheduler=False, logging_level=settings.log_level)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             log.warning("lost Redis: %s", exc)
-        if getattr(worker, "_stop_requested", False):
+        if worker._shutdown_requested_date is not None:
             break  # asked to stop (SIGTERM, SIGINT)
         # RQ quits its loop when Redis drops under it (a restart, a failover) and logs why. The
         # work it held is resumed from PostgreSQL by the scheduler's upkeep; start again.

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import uuid
@@ -124,3 +125,13 @@ async def test_rq_dashboard_serves_the_queues_on_loopback(platform: Platform, ap
     finally:
         dashboard.terminate()
         dashboard.wait(5)
+
+
+async def test_every_process_stops_within_two_seconds_of_sigterm(platform_factory) -> None:
+    """honcho, docker and systemd send SIGTERM and wait; none of ours may need a SIGKILL."""
+    own = await platform_factory(workers=1)
+    for name in ("worker0", "scheduler", "api"):
+        process = own.processes[name]
+        process.signal(signal.SIGTERM)
+        exited = await asyncio.to_thread(process.popen.wait, 2)
+        assert exited is not None, f"{name} still running 2 s after SIGTERM"
