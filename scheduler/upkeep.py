@@ -17,7 +17,6 @@ from core.lifecycle import Status, longest_delay_ms
 from db import calls as db_calls
 from db import recordings as db_recordings
 from db.outbox import fetch_unpublished
-from scheduler.dispatch import JOB_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +54,6 @@ class Upkeep:
         """Re-arm simulated calls that rest in a state past its longest timer with none waiting."""
         settings = self._stores.settings
         grace = settings.reconcile_grace_ms
-        # A timer already handed to RQ is in neither place upkeep looks: while jobs wait in the
-        # queue, a call is only "lost" once it is overdue by more than a job may run, or every
-        # waiting timer would be armed twice and the backlog grow.
-        if await self._stores.redis.llen(f"rq:queue:{keys.TRANSITIONS_QUEUE}"):
-            grace = max(grace, JOB_TIMEOUT_S * 1000)
         rows = await db_calls.fetch_stale_active_calls(self._stores.pool, grace, PASS_LIMIT)
         now = now_ms()
         overdue = [
