@@ -32,12 +32,14 @@ def main() -> int:
     ]
     pause_s, cap_s = RESTART_PAUSE_S
     while True:
-        worker = SimpleWorker(queues, connection=connection)
+        worker = None
         try:
+            # Inside the try: the constructor talks to Redis, which may still be away.
+            worker = SimpleWorker(queues, connection=connection)
             worker.work(with_scheduler=False, logging_level=settings.log_level)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             log.warning("lost Redis: %s", exc)
-        if worker._shutdown_requested_date is not None:
+        if worker is not None and worker._shutdown_requested_date is not None:
             break  # asked to stop (SIGTERM, SIGINT)
         # RQ quits its loop when Redis drops under it (a restart, a failover) and logs why. The
         # work it held is resumed from PostgreSQL by the scheduler's upkeep; start again.
