@@ -23,6 +23,15 @@ SEQ_PATTERN = "^[0-9]{1,9}$"
 _SEQ = re.compile(SEQ_PATTERN)
 
 
+def _sse(request: web.Request) -> Any:
+    """An SSE answer with the configured pings, unbuffered by proxies (X-Accel-Buffering)."""
+    return sse_response(
+        request,
+        ping_interval=request.app[appkeys.SETTINGS].stream_ping_s,
+        headers={"X-Accel-Buffering": "no"},
+    )
+
+
 def _last_event_id(request: web.Request) -> int | None:
     raw = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     if raw is None:
@@ -42,11 +51,7 @@ async def call_stream(request: web.Request) -> web.StreamResponse:
     )
     async with (
         follow as messages,
-        sse_response(
-            request,
-            ping_interval=app[appkeys.SETTINGS].stream_ping_s,
-            headers={"X-Accel-Buffering": "no"},
-        ) as stream,
+        _sse(request) as stream,
     ):
         async for message in messages:
             await stream.send(orjson.dumps(message).decode(), id=str(message["seq"]), event="call")
@@ -98,11 +103,7 @@ async def key_stream(request: web.Request) -> web.StreamResponse:
     follow = follow_key(app[appkeys.HUB], app[appkeys.STORES].pool, appkeys.api_key(request).id)
     async with (
         follow as messages,
-        sse_response(
-            request,
-            ping_interval=app[appkeys.SETTINGS].stream_ping_s,
-            headers={"X-Accel-Buffering": "no"},
-        ) as stream,
+        _sse(request) as stream,
     ):
         await stream.send("{}", event="ready")
         async for message in messages:
