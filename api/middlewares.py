@@ -24,7 +24,6 @@ from core.errors import (
     DomainError,
     NotFound,
     RateLimited,
-    StoreUnavailable,
     Unauthorized,
     Unprocessable,
 )
@@ -40,7 +39,6 @@ _STATUS: dict[type[DomainError], int] = {
     Conflict: 409,
     Unprocessable: 422,
     RateLimited: 429,
-    StoreUnavailable: 503,
 }
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 

@@ -45,7 +45,3 @@ class RateLimited(DomainError):
     def __init__(self, message: str, *, limit: int, remaining: int, reset_s: int) -> None:
         super().__init__(message)
         self.limit, self.remaining, self.reset_s = limit, remaining, reset_s
-
-
-class StoreUnavailable(DomainError):
-    """PostgreSQL or Redis did not answer."""

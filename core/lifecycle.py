@@ -64,10 +64,6 @@ def event_between(current: Status, target: Status) -> Event | None:
     return _EVENT_OF.get((current, target))
 
 
-def is_active(status: Status) -> bool:
-    return status is not TERMINAL
-
-
 # Delay ranges (settings field prefixes) of the states a simulated call leaves on a timer.
 _TIMED: dict[Status, str] = {
     Status.QUEUED: "ring",
