@@ -22,21 +22,9 @@ from redis.exceptions import NoPermissionError
 from core import keys
 from core.clock import iso
 from tests.integration.conftest import Api
+from tests.integration.lifecycle_table import MESSAGE_FIELDS, MOVES
 from tests.integration.platform import Platform
 
-MESSAGE_FIELDS = {"call_id", "seq", "status", "previous_status", "event", "flags", "timestamp"}
-# (previous_status, status) -> event, as DESIGN.md's lifecycle table has it.
-MOVES = {
-    (None, "QUEUED"): "call_initiated",
-    ("QUEUED", "RINGING"): "call_routed",
-    ("RINGING", "ANSWERED"): "call_answered",
-    ("RINGING", "UNANSWERED"): "call_unanswered",
-    ("ANSWERED", "ON_HOLD"): "call_hold",
-    ("ON_HOLD", "ANSWERED"): "call_resumed",
-} | {
-    (status, "COMPLETED"): "call_ended"
-    for status in ("QUEUED", "RINGING", "ANSWERED", "ON_HOLD", "UNANSWERED")
-}
 # Any single wait longer than this is a hang; a simulated call lives ~0.5 s here.
 READ_TIMEOUT_S = 5.0
 # Long enough for a simulated call's whole life on a busy machine.

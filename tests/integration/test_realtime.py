@@ -18,21 +18,9 @@ import pytest
 from yarl import URL
 
 from tests.integration.conftest import Api
+from tests.integration.lifecycle_table import MESSAGE_FIELDS, MOVES
 from tests.integration.platform import Platform
 
-MESSAGE_FIELDS = {"call_id", "seq", "status", "previous_status", "event", "flags", "timestamp"}
-# (previous_status, status) -> event, as DESIGN.md's lifecycle table has it.
-MOVES = {
-    (None, "QUEUED"): "call_initiated",
-    ("QUEUED", "RINGING"): "call_routed",
-    ("RINGING", "ANSWERED"): "call_answered",
-    ("RINGING", "UNANSWERED"): "call_unanswered",
-    ("ANSWERED", "ON_HOLD"): "call_hold",
-    ("ON_HOLD", "ANSWERED"): "call_resumed",
-} | {
-    (status, "COMPLETED"): "call_ended"
-    for status in ("QUEUED", "RINGING", "ANSWERED", "ON_HOLD", "UNANSWERED")
-}
 # How long a read may wait before the test fails instead of hanging; a call lives ~0.5 s.
 READ_TIMEOUT_S = 5.0
 # A dropped client must be noticed at once, well inside the 1 s ping interval.
