@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -59,43 +61,12 @@ class Recordings:
         Only pending uploads are claimed, so a duplicate timer does nothing. A failed attempt is
         given back with a retry time (and a timer), or marked failed after the last attempt.
         """
-        settings = self._stores.settings
         pool = self._stores.pool
         claimed = await db_recordings.claim_uploads(pool, call_ids)
-        stored: list[tuple[str, str, str]] = []
         counts = {"uploaded": 0, "retrying": 0, "failed": 0}
-        for claim in claimed:
-            call_id = claim["call_id"]
-            try:
-                storage_key = await self._store(call_id)
-            except Exception as exc:
-                retry_in = self.backoff_ms(claim["attempts"])
-                outcome = await db_recordings.fail_upload(
-                    pool, call_id, str(exc), settings.upload_max_attempts, retry_in
-                )
-                if outcome is None:
-                    continue
-                log.warning(
-                    "upload of %s failed (attempt %d): %s",
-                    call_id,
-                    claim["attempts"],
-                    exc,
-                    extra={"call_id": call_id, "request_id": claim["request_id"]},
-                )
-                if outcome["status"] == "pending":
-                    counts["retrying"] += 1
-                    await Timers.schedule(
-                        self._stores.redis, keys.upload_timer(call_id), outcome["next_attempt_ms"]
-                    )
-                else:
-                    counts["failed"] += 1
-                continue
-            log.info(
-                "recording of %s stored",
-                call_id,
-                extra={"call_id": call_id, "request_id": claim["request_id"]},
-            )
-            stored.append((call_id, storage_key, recording_path(call_id)))
+        # Concurrently: the storage's own limits (threads, connections) bound how many at once.
+        attempts = await asyncio.gather(*(self._attempt(claim, counts) for claim in claimed))
+        stored = [attempt for attempt in attempts if attempt is not None]
 
         rows = []
         if stored:
@@ -105,13 +76,51 @@ class Recordings:
         try:
             async with self._stores.redis.pipeline(transaction=False) as pipe:
                 for row in rows:
-                    await self._live.write(pipe, row)
+                    self._live.write(pipe, row)
                 shared_metrics.count(pipe, "upload_attempts", len(claimed))
                 shared_metrics.count(pipe, "upload_attempts_failed", len(claimed) - len(stored))
                 await pipe.execute()
         except RedisError:
             log.exception("redis update after uploads failed; GET reads the URL from PostgreSQL")
         return counts
+
+    async def _attempt(
+        self, claim: Mapping[str, Any], counts: dict[str, int]
+    ) -> tuple[str, str, str] | None:
+        """Store one claimed recording: (call id, storage key, url), or None when the attempt
+        failed and was given back for a retry or marked failed."""
+        settings = self._stores.settings
+        call_id = claim["call_id"]
+        try:
+            storage_key = await self._store(call_id)
+        except Exception as exc:
+            retry_in = self.backoff_ms(claim["attempts"])
+            outcome = await db_recordings.fail_upload(
+                self._stores.pool, call_id, str(exc), settings.upload_max_attempts, retry_in
+            )
+            if outcome is None:
+                return None
+            log.warning(
+                "upload of %s failed (attempt %d): %s",
+                call_id,
+                claim["attempts"],
+                exc,
+                extra={"call_id": call_id, "request_id": claim["request_id"]},
+            )
+            if outcome["status"] == "pending":
+                counts["retrying"] += 1
+                await Timers.schedule(
+                    self._stores.redis, keys.upload_timer(call_id), outcome["next_attempt_ms"]
+                )
+            else:
+                counts["failed"] += 1
+            return None
+        log.info(
+            "recording of %s stored",
+            call_id,
+            extra={"call_id": call_id, "request_id": claim["request_id"]},
+        )
+        return call_id, storage_key, recording_path(call_id)
 
     async def locate(self, call_id: str, storage_key: str) -> Location | None:
         """Where the call's owner gets the recording stored at `storage_key`."""

@@ -1,7 +1,9 @@
-"""Due times of timed work (moving a call on, retrying an upload) in one Redis sorted set."""
+"""Due times of timed work (moving a call on, retrying an upload): one Redis sorted set per
+kind, scored by due time in epoch ms."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ class DueTimer:
 
     @property
     def kind(self) -> str:
-        return self.member.split(":", 1)[0]
+        return keys.timer_kind(self.member)
 
 
 class Timers:
@@ -32,21 +34,28 @@ class Timers:
     @staticmethod
     def schedule(pipe: Pipeline | Redis, member: str, due_ms: int) -> Any:
         """Set a timer (on a pipeline, or awaitable on a client); an existing one is moved."""
-        return pipe.zadd(keys.TIMERS, {member: due_ms})
+        return pipe.zadd(keys.timers(keys.timer_kind(member)), {member: due_ms})
 
-    async def pop_due(self, now_ms: int, limit: int) -> tuple[list[DueTimer], int | None]:
-        """Take up to `limit` due timers; also returns the next due time, if any."""
-        reply = await self._pop(keys=[keys.TIMERS], args=[now_ms, limit])
-        next_due = int(float(reply[-1])) if reply[-1] is not None else None
-        items = reply[:-1]
-        due = [
-            DueTimer(items[i].decode(), int(float(items[i + 1]))) for i in range(0, len(items), 2)
+    @staticmethod
+    def cancel(pipe: Pipeline | Redis, member: str) -> Any:
+        """Drop a timer (on a pipeline, or awaitable on a client), if it is set."""
+        return pipe.zrem(keys.timers(keys.timer_kind(member)), member)
+
+    async def pop_due(self, kind: str, now_ms: int, limit: int) -> list[DueTimer]:
+        """Take up to `limit` timers of `kind` due by `now_ms`, earliest first."""
+        reply = await self._pop(keys=[keys.timers(kind)], args=[now_ms, limit])
+        return [
+            DueTimer(reply[i].decode(), int(float(reply[i + 1]))) for i in range(0, len(reply), 2)
         ]
-        return due, next_due
 
-    async def pending(self, members: list[str]) -> list[bool]:
+    async def pending(self, members: Sequence[str]) -> list[bool]:
         """Whether each member has a timer waiting."""
-        if not members:
-            return []
-        scores = await self._redis.zmscore(keys.TIMERS, members)
-        return [score is not None for score in scores]
+        waiting = [False] * len(members)
+        by_kind: dict[str, list[int]] = {}
+        for i, member in enumerate(members):
+            by_kind.setdefault(keys.timer_kind(member), []).append(i)
+        for kind, indexes in by_kind.items():
+            scores = await self._redis.zmscore(keys.timers(kind), [members[i] for i in indexes])
+            for i, score in zip(indexes, scores, strict=True):
+                waiting[i] = score is not None
+        return waiting

@@ -89,7 +89,7 @@ class Transitions:
 
     async def apply_event(
         self,
-        conn: asyncpg.Connection,
+        conn: asyncpg.Connection | asyncpg.Pool,
         call: Row,
         event: Event,
         *,
@@ -98,9 +98,10 @@ class Transitions:
         event_id: str | None,
         agent_id: str | None = None,
         end_reason: str | None = None,
-    ) -> Row:
-        """Apply a posted event to a call locked in `conn`'s transaction; raises
-        InvalidTransition, naming both states, when the state machine does not allow it."""
+    ) -> Row | None:
+        """Apply a posted event to `call` as read; raises InvalidTransition, naming both
+        states, when the state machine does not allow it. Returns None, writing nothing, when
+        the call moved on since it was read (the caller reads it again)."""
         current = Status(call["status"])
         target = next_status(current, event)
         if target is None:
@@ -114,8 +115,8 @@ class Transitions:
             agent_id=agent_id,
             end_reason=end_reason,
         )
-        (row,) = await db_calls.write_transitions(conn, [decided])
-        return row
+        rows = await db_calls.write_transitions(conn, [decided])
+        return rows[0] if rows else None
 
     def decide(
         self,
@@ -235,11 +236,11 @@ class Transitions:
         now = now_ms()
         for row in rows:
             call_id, status = row["call_id"], Status(row["status"])
-            await self._live.write(pipe, row)
+            self._live.write(pipe, row)
             previous = row["previous_status"]
             if row["kind"] == "simulated" and previous is not None:
                 # The timer of the state left behind is stale now; tidy it away.
-                pipe.zrem(keys.TIMERS, keys.advance_timer(call_id, row["seq"] - 1, previous))
+                Timers.cancel(pipe, keys.advance_timer(call_id, row["seq"] - 1, previous))
             if status is Status.COMPLETED:
                 pipe.zrem(keys.leases(row["key_id"]), call_id)
                 Timers.schedule(pipe, keys.upload_timer(call_id), now)

@@ -10,8 +10,6 @@ PREFIX = "mc"
 
 # Pub/sub channel of every transition; each API process holds one subscription to it.
 EVENTS_CHANNEL = f"{PREFIX}:events"
-# Sorted set of due timers, scored by due time in epoch ms.
-TIMERS = f"{PREFIX}:timers"
 # The scheduler's leader lock.
 SCHEDULER_LOCK = f"{PREFIX}:scheduler:leader"
 # Figures the processes share for /metrics: a lateness histogram and plain counters.
@@ -47,9 +45,20 @@ def lease_keys_pattern() -> str:
     return f"{PREFIX}:key:{{*}}:leases"
 
 
-# Timer members: "adv:<call id>:<seq>:<state>" and "upl:<call id>".
+# Timer members: "adv:<call id>:<seq>:<state>" and "upl:<call id>", one sorted set per kind
+# (scored by due time in epoch ms), so each kind's jobs take only their own.
 ADVANCE = "adv"
 UPLOAD = "upl"
+TIMER_KINDS = (ADVANCE, UPLOAD)
+
+
+def timers(kind: str) -> str:
+    """Sorted set of the timers of one kind (`ADVANCE`, `UPLOAD`)."""
+    return f"{PREFIX}:timers:{kind}"
+
+
+def timer_kind(member: str) -> str:
+    return member.split(":", 1)[0]
 
 
 def advance_timer(call_id: str, seq: int, status: str) -> str:

@@ -84,9 +84,10 @@ class Settings(BaseSettings):
 
     # Scheduler
     scheduler_poll_ms: int = 10
-    # Most timers taken per pass, and most items per RQ job (batches keep jobs/s low).
-    scheduler_batch_size: int = 500
-    job_batch_size: int = 100
+    # A worker's job takes due timers this many at a time (one transaction each) and keeps taking
+    # them for up to JOB_DRAIN_MS, so RQ's own cost is paid per job, not per timer.
+    job_batch_size: int = Field(default=100, ge=1)
+    job_drain_ms: int = Field(default=1_000, ge=0)
     scheduler_lock_ttl_ms: int = 5_000
     reconcile_interval_ms: int = 2_000
     # A call whose state is older than its longest timer plus this grace, with no timer, is resumed.

@@ -27,9 +27,7 @@ class Scheduler:
         self._settings = settings
         self._stores = stores
         self._lock = LeaderLock(stores.redis, settings.scheduler_lock_ttl_ms)
-        self._dispatcher = Dispatcher(
-            settings, stores.redis, SyncRedis.from_url(settings.redis_dsn)
-        )
+        self._dispatcher = Dispatcher(stores.redis, SyncRedis.from_url(settings.redis_dsn))
         self._upkeep = Upkeep(stores)
         self._leading = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -69,13 +67,11 @@ class Scheduler:
         while True:
             await self._leading.wait()
             try:
-                taken, next_due = await self._dispatcher.pass_once()
+                _, next_due = await self._dispatcher.pass_once()
             except Exception:
                 log.exception("timer pass failed")
                 await asyncio.sleep(1)
                 continue
-            if taken == self._settings.scheduler_batch_size:
-                continue  # more is due right now
             # Wake for the next timer if it falls due before the next poll.
             until_next_s = (next_due - now_ms()) / 1000 if next_due is not None else poll_s
             await asyncio.sleep(min(poll_s, max(0.0, until_next_s)))

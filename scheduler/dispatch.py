@@ -1,82 +1,82 @@
-"""Hands due timers to the RQ workers: one pass takes what is due and enqueues it in batches."""
+"""Starts the workers' draining jobs: while timers of a kind are due and no job for them waits in
+its queue, one more is enqueued.
+
+The jobs take the due timers themselves (`worker.jobs`), in batches, until none is due or their
+time is up. So the size of a batch follows the load (a busy worker comes back to more), RQ's own
+cost is paid per job rather than per timer, and a timer leaves Redis only milliseconds before
+its transition is written: upkeep never mistakes a timer waiting in a queue for a lost one.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from rq import Queue
 
-from calls.timers import DueTimer, Timers
 from core import keys
 from core.clock import now_ms
-from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# A job that runs longer than this is killed by RQ (and its calls resumed by reconciliation).
+# A job that runs longer than this is killed by RQ (its timers are resumed by upkeep).
 JOB_TIMEOUT_S = 60
 JOB_RESULT_TTL_S = 60
 JOB_FAILURE_TTL_S = 24 * 3600
 
 
-def _chunks(items: Sequence, size: int) -> list[Sequence]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """The job that works off one kind of timer, and the queue it runs from."""
+
+    kind: str
+    queue: str
+    func: str
+
+
+DRAINS = (
+    Drain(keys.ADVANCE, keys.TRANSITIONS_QUEUE, "worker.jobs.advance_calls"),
+    Drain(keys.UPLOAD, keys.UPLOADS_QUEUE, "worker.jobs.upload_recordings"),
+)
 
 
 class Dispatcher:
-    def __init__(self, settings: Settings, redis: Redis, rq_connection: SyncRedis) -> None:
-        self._settings = settings
-        self._timers = Timers(redis)
+    def __init__(self, redis: Redis, rq_connection: SyncRedis) -> None:
         self._redis = redis
-        self._transitions = Queue(keys.TRANSITIONS_QUEUE, connection=rq_connection)
-        self._uploads = Queue(keys.UPLOADS_QUEUE, connection=rq_connection)
+        self._queues = {d.kind: Queue(d.queue, connection=rq_connection) for d in DRAINS}
 
     async def pass_once(self) -> tuple[int, int | None]:
-        """Enqueue what is due now; returns how many timers were taken and the next due time."""
-        due, next_due = await self._timers.pop_due(now_ms(), self._settings.scheduler_batch_size)
-        if due:
-            try:
-                await asyncio.to_thread(self._enqueue, due)
-            except Exception:
-                # Put them back so the next pass retries; reconciliation covers a crash here.
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for timer in due:
-                        Timers.schedule(pipe, timer.member, timer.due_ms)
-                    await pipe.execute()
-                raise
-        return len(due), next_due
+        """Start a job for each kind with timers due and no job waiting; returns how many were
+        started and when the earliest timer not yet due falls due (None if none)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for drain in DRAINS:
+                pipe.zrange(keys.timers(drain.kind), 0, 0, withscores=True)
+                pipe.llen(self._queues[drain.kind].key)
+            replies = await pipe.execute()
+        now = now_ms()
+        start: list[Drain] = []
+        next_due: int | None = None
+        for drain, first, waiting in zip(DRAINS, replies[::2], replies[1::2], strict=True):
+            if not first:
+                continue
+            due_ms = int(first[0][1])
+            if due_ms <= now:
+                if not waiting:
+                    start.append(drain)
+            elif next_due is None or due_ms < next_due:
+                next_due = due_ms
+        if start:
+            await asyncio.to_thread(self._enqueue, start)
+        return len(start), next_due
 
-    def _enqueue(self, due: list[DueTimer]) -> None:
-        advance: list[tuple[str, int, str, int]] = []
-        uploads: list[str] = []
-        for timer in due:
-            kind, _, rest = timer.member.partition(":")
-            if kind == keys.ADVANCE:
-                call_id, seq, status = rest.split(":")
-                advance.append((call_id, int(seq), status, timer.due_ms))
-            elif kind == keys.UPLOAD:
-                uploads.append(rest)
-            else:
-                log.error("dropping timer of unknown kind: %s", timer.member)
-        size = self._settings.job_batch_size
-        for queue, func, batches in (
-            (self._transitions, "worker.jobs.advance_calls", _chunks(advance, size)),
-            (self._uploads, "worker.jobs.upload_recordings", _chunks(uploads, size)),
-        ):
-            if batches:
-                queue.enqueue_many(
-                    [
-                        Queue.prepare_data(
-                            func,
-                            args=(list(batch),),
-                            timeout=JOB_TIMEOUT_S,
-                            result_ttl=JOB_RESULT_TTL_S,
-                            failure_ttl=JOB_FAILURE_TTL_S,
-                        )
-                        for batch in batches
-                    ]
-                )
+    def _enqueue(self, drains: list[Drain]) -> None:
+        for drain in drains:
+            self._queues[drain.kind].enqueue_call(
+                drain.func,
+                timeout=JOB_TIMEOUT_S,
+                result_ttl=JOB_RESULT_TTL_S,
+                failure_ttl=JOB_FAILURE_TTL_S,
+            )

@@ -73,7 +73,7 @@ class Upkeep:
         if lost:
             async with self._stores.redis.pipeline(transaction=False) as pipe:
                 for row, member in lost:
-                    await self._live.write(pipe, row)
+                    self._live.write(pipe, row)
                     Timers.schedule(pipe, member, now)
                 await pipe.execute()
         return len(lost)

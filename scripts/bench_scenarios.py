@@ -778,8 +778,8 @@ async def end_to_end(b: Bench) -> None:
         jobs = await verify.rq_job_timings(b.system.redis, since_ms=started_ms)
         detail["rq_job_stages"] = jobs
         for queue, stage in jobs.items():
-            parts = [f"{stage['jobs']:,} jobs", f"{stage.get('items_per_job', 0):g} items/job"]
-            for name in ("due_to_enqueued", "waiting", "running"):
+            parts = [f"{stage['jobs']:,} jobs"]
+            for name in ("waiting", "running"):
                 if f"{name}_ms" in stage:
                     ms = stage[f"{name}_ms"]
                     parts.append(

@@ -357,12 +357,9 @@ def lateness_figures(before: dict[float, float], after: dict[float, float]) -> d
 
 async def rq_job_timings(redis: Any, since_ms: float = 0.0, limit: int = 50_000) -> dict[str, Any]:
     """Split the life of the RQ jobs still kept in Redis (RQ keeps a finished job for its
-    result TTL) into its stages, per queue, in ms: due → enqueued (the scheduler), enqueued →
-    started (waiting for a worker), started → ended (running). Only our own Redis is read; the
-    job payloads are RQ's pickles of the platform's own jobs. Jobs enqueued before `since_ms`
-    (epoch ms) are left out."""
-    import pickle
-    import zlib
+    result TTL) into its stages, per queue, in ms: enqueued → started (waiting for a worker),
+    started → ended (running: a job takes due timers until none is due or JOB_DRAIN_MS is up).
+    Jobs enqueued before `since_ms` (epoch ms) are left out."""
     from datetime import UTC
 
     def when(raw: bytes | None) -> float | None:
@@ -381,34 +378,21 @@ async def rq_job_timings(redis: Any, since_ms: float = 0.0, limit: int = 50_000)
     for start in range(0, len(keys), 500):
         async with redis.pipeline(transaction=False) as pipe:
             for key in keys[start : start + 500]:
-                pipe.hmget(key, "origin", "enqueued_at", "started_at", "ended_at", "data")
+                pipe.hmget(key, "origin", "enqueued_at", "started_at", "ended_at")
             replies = await pipe.execute()
-        for origin, enqueued, started, ended, data in replies:
+        for origin, enqueued, started, ended in replies:
             t_enq, t_start, t_end = when(enqueued), when(started), when(ended)
             if origin is None or t_enq is None or t_start is None or t_end is None:
                 continue
             if t_enq < since_ms:
                 continue
-            queue = stages.setdefault(
-                origin.decode(), {"due_to_enqueued": [], "waiting": [], "running": [], "items": []}
-            )
+            queue = stages.setdefault(origin.decode(), {"waiting": [], "running": []})
             queue["waiting"].append(t_start - t_enq)
             queue["running"].append(t_end - t_start)
-            try:
-                _, _, args, _ = pickle.loads(zlib.decompress(data))
-                batch = args[0]
-            except Exception:
-                continue
-            queue["items"].append(len(batch))
-            for item in batch:
-                if isinstance(item, list | tuple) and len(item) == 4:  # advance: (…, due_ms)
-                    queue["due_to_enqueued"].append(t_enq - float(item[3]))
     out: dict[str, Any] = {}
     for queue, values in stages.items():
         summary: dict[str, Any] = {"jobs": len(values["waiting"])}
-        if values["items"]:
-            summary["items_per_job"] = round(sum(values["items"]) / len(values["items"]), 2)
-        for stage in ("due_to_enqueued", "waiting", "running"):
+        for stage in ("waiting", "running"):
             ordered = sorted(values[stage])
             if ordered:
                 summary[f"{stage}_ms"] = {

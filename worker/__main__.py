@@ -10,6 +10,7 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker
+from rq.worker import DequeueStrategy
 
 from core import keys
 from core.logs import setup_logging
@@ -36,7 +37,12 @@ def main() -> int:
         try:
             # Inside the try: the constructor talks to Redis, which may still be away.
             worker = SimpleWorker(queues, connection=connection)
-            worker.work(with_scheduler=False, logging_level=settings.log_level)
+            # Round robin, so a backlog of transitions does not starve the uploads.
+            worker.work(
+                with_scheduler=False,
+                logging_level=settings.log_level,
+                dequeue_strategy=DequeueStrategy.ROUND_ROBIN,
+            )
         except (RedisConnectionError, RedisTimeoutError) as exc:
             log.warning("lost Redis: %s", exc)
         if worker is not None and worker._shutdown_requested_date is not None:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from calls.recordings import Recordings
 from calls.stores import Stores
+from calls.timers import Timers
 from calls.transitions import Transitions
 from core.settings import Settings, get_settings
 
@@ -29,6 +30,7 @@ class Runtime:
         self._thread.start()
         self.stores: Stores = self.run(Stores.open(settings))
         self.transitions = Transitions(self.stores)
+        self.timers = Timers(self.stores.redis)
         self.recordings = Recordings(self.stores)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:

@@ -9,6 +9,7 @@ from api import appkeys
 from api.handlers.common import json_response
 from calls import metrics as shared_metrics
 from core import keys
+from core.clock import now_ms
 from db.metrics import fetch_counters
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4"
@@ -66,10 +67,25 @@ async def metrics(request: web.Request) -> web.Response:
     for queue in (keys.TRANSITIONS_QUEUE, keys.UPLOADS_QUEUE):
         depth = await stores.redis.llen(f"rq:queue:{queue}")
         lines.append(f'mockcomms_queue_depth{{queue="{queue}"}} {depth}')
+    now = now_ms()
+    async with stores.redis.pipeline(transaction=False) as pipe:
+        for kind in keys.TIMER_KINDS:
+            pipe.zcard(keys.timers(kind))
+            pipe.zcount(keys.timers(kind), "-inf", now)
+        counts = await pipe.execute()
     lines += [
-        "# HELP mockcomms_timers_pending Timers waiting to fall due.",
+        "# HELP mockcomms_timers_pending Timers set, by kind (adv: move a call on, upl: upload).",
         "# TYPE mockcomms_timers_pending gauge",
-        f"mockcomms_timers_pending {await stores.redis.zcard(keys.TIMERS)}",
+        *(
+            f'mockcomms_timers_pending{{kind="{kind}"}} {counts[2 * i]}'
+            for i, kind in enumerate(keys.TIMER_KINDS)
+        ),
+        "# HELP mockcomms_timers_overdue Timers past their due time not yet taken: the backlog.",
+        "# TYPE mockcomms_timers_overdue gauge",
+        *(
+            f'mockcomms_timers_overdue{{kind="{kind}"}} {counts[2 * i + 1]}'
+            for i, kind in enumerate(keys.TIMER_KINDS)
+        ),
         "# HELP mockcomms_open_streams Realtime subscriptions open on this API process.",
         "# TYPE mockcomms_open_streams gauge",
         f"mockcomms_open_streams {request.app[appkeys.HUB].open_subscriptions}",

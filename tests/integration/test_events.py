@@ -1220,7 +1220,7 @@ async def simulated_call_on_hold(api: Api) -> tuple[str, dict[str, Any]]:
 
 
 async def pending_timers(redis: Redis, call_id: str) -> list[str]:
-    members = await redis.zrange(keys.TIMERS, 0, -1)
+    members = await redis.zrange(keys.timers(keys.ADVANCE), 0, -1)
     return [m.decode() for m in members if m.decode().startswith(f"{keys.ADVANCE}:{call_id}:")]
 
 

@@ -239,11 +239,18 @@ async def wait_no_leases(redis: Redis, timeout: float = 5.0) -> None:
     assert not left, f"leases left after every call ended: {left}"
 
 
+async def all_timers(redis: Redis) -> list[str]:
+    return [
+        m.decode()
+        for kind in keys.TIMER_KINDS
+        for m in await redis.zrange(keys.timers(kind), 0, -1)
+    ]
+
+
 async def timers_of(redis: Redis, call_ids: list[str]) -> list[str]:
     """Timers still set for any of `call_ids`."""
     wanted = set(call_ids)
-    members = [m.decode() for m in await redis.zrange(keys.TIMERS, 0, -1)]
-    return [m for m in members if m.split(":")[1] in wanted]
+    return [m for m in await all_timers(redis) if m.split(":")[1] in wanted]
 
 
 # -- 1. a worker killed mid-run --------------------------------------------------------------
@@ -562,7 +569,7 @@ async def test_postgres_outage_refuses_at_once_writes_nothing_and_heals(own_plat
         leases = await lease_members(redis)
         assert leases.get(keys.leases(busy_id), set()) <= written, leases
         assert keys.leases(small_id) not in leases, leases
-        timer_calls = {m.decode().split(":")[1] for m in await redis.zrange(keys.TIMERS, 0, -1)}
+        timer_calls = {m.split(":")[1] for m in await all_timers(redis)}
         assert timer_calls <= written, timer_calls - written
 
         # And the small key has its whole allowance.

@@ -108,7 +108,9 @@ async def test_rq_dashboard_serves_the_queues_on_loopback(platform: Platform, ap
                 with contextlib.suppress(aiohttp.ClientError):
                     async with http.get(
                         f"http://127.0.0.1:{port}/0/data/queues.json",
-                        auth=aiohttp.BasicAuth("ops", "s3cret-dashboard"),
+                        headers={
+                            "Authorization": aiohttp.encode_basic_auth("ops", "s3cret-dashboard")
+                        },
                     ) as response:
                         if response.status == 200:
                             queues = await response.json()

@@ -14,7 +14,7 @@ from tests.unit.calls.rows import call_row
 
 async def write(redis: FakeRedis, row: Mapping[str, Any]) -> None:
     async with redis.pipeline(transaction=True) as pipe:
-        await LiveState(redis).write(pipe, row)
+        LiveState(redis).write(pipe, row)
         await pipe.execute()
 
 
@@ -96,3 +96,13 @@ async def test_ignored_older_write_keeps_the_completed_call_expiring(redis: Fake
 
     assert await redis.pttl(keys.call_state(completed["call_id"])) > 0
     assert await LiveState(redis).read(completed["call_id"]) == completed
+
+
+async def test_a_write_on_a_pipeline_costs_no_script_check_before_it(redis: FakeRedis) -> None:
+    # redis-py sends SCRIPT EXISTS before executing a pipeline holding registered scripts: a
+    # round trip more on every commit. The live write is queued as a plain EVAL instead.
+    async with redis.pipeline(transaction=False) as pipe:
+        LiveState(redis).write(pipe, call_row())
+        assert not pipe.scripts
+        assert [args[0] for args, _ in pipe.command_stack] == ["EVAL"]
+        await pipe.execute()

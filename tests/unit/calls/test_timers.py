@@ -1,4 +1,4 @@
-"""Due timers in one sorted set, taken atomically by the scheduler."""
+"""Due timers in one sorted set per kind, taken atomically by the workers' jobs."""
 
 from __future__ import annotations
 
@@ -15,86 +15,81 @@ async def schedule(redis: FakeRedis, timers: dict[str, int]) -> None:
         await Timers.schedule(redis, member, due_ms)
 
 
-async def test_pop_due_returns_only_due_timers_with_their_due_times(redis: FakeRedis) -> None:
+async def members(redis: FakeRedis, kind: str) -> list[str]:
+    return [m.decode() for m in await redis.zrange(keys.timers(kind), 0, -1)]
+
+
+async def test_each_kind_has_its_own_set(redis: FakeRedis) -> None:
+    await schedule(redis, {"adv:call-1:1:QUEUED": NOW_MS, "upl:call-2": NOW_MS})
+
+    assert await members(redis, keys.ADVANCE) == ["adv:call-1:1:QUEUED"]
+    assert await members(redis, keys.UPLOAD) == ["upl:call-2"]
+
+
+async def test_pop_due_returns_only_due_timers_of_its_kind(redis: FakeRedis) -> None:
     await schedule(
         redis,
         {
-            "adv:call-1:QUEUED": NOW_MS - 50,
-            "upl:call-2": NOW_MS,
-            "adv:call-3:RINGING": NOW_MS + 1,
-            "adv:call-4:ANSWERED": NOW_MS + 400,
+            "adv:call-1:1:QUEUED": NOW_MS - 50,
+            "upl:call-2": NOW_MS - 60,
+            "adv:call-3:1:RINGING": NOW_MS,
+            "adv:call-4:2:ANSWERED": NOW_MS + 1,
         },
     )
 
-    due, _ = await Timers(redis).pop_due(NOW_MS, limit=10)
+    due = await Timers(redis).pop_due(keys.ADVANCE, NOW_MS, limit=10)
 
     assert due == [
-        DueTimer("adv:call-1:QUEUED", NOW_MS - 50),
-        DueTimer("upl:call-2", NOW_MS),
+        DueTimer("adv:call-1:1:QUEUED", NOW_MS - 50),
+        DueTimer("adv:call-3:1:RINGING", NOW_MS),
     ]
+    assert await members(redis, keys.UPLOAD) == ["upl:call-2"]
 
 
 async def test_pop_due_removes_what_it_returns(redis: FakeRedis) -> None:
-    await schedule(redis, {"adv:call-1:QUEUED": NOW_MS - 50, "adv:call-3:RINGING": NOW_MS + 1})
+    await schedule(redis, {"adv:call-1:1:QUEUED": NOW_MS - 50, "adv:call-3:1:RINGING": NOW_MS + 1})
     timers = Timers(redis)
 
-    await timers.pop_due(NOW_MS, limit=10)
-    again, _ = await timers.pop_due(NOW_MS, limit=10)
+    await timers.pop_due(keys.ADVANCE, NOW_MS, limit=10)
+    again = await timers.pop_due(keys.ADVANCE, NOW_MS, limit=10)
 
     assert again == []
-    assert await redis.zrange(keys.TIMERS, 0, -1) == [b"adv:call-3:RINGING"]
-
-
-async def test_pop_due_returns_the_next_due_time(redis: FakeRedis) -> None:
-    await schedule(
-        redis,
-        {"adv:call-1:QUEUED": NOW_MS - 50, "adv:call-4:ANSWERED": NOW_MS + 400},
-    )
-
-    _, next_due_ms = await Timers(redis).pop_due(NOW_MS, limit=10)
-
-    assert next_due_ms == NOW_MS + 400
-
-
-async def test_pop_due_returns_no_next_due_time_when_nothing_waits(redis: FakeRedis) -> None:
-    await schedule(redis, {"adv:call-1:QUEUED": NOW_MS - 50})
-
-    due, next_due_ms = await Timers(redis).pop_due(NOW_MS, limit=10)
-
-    assert [t.member for t in due] == ["adv:call-1:QUEUED"]
-    assert next_due_ms is None
+    assert await members(redis, keys.ADVANCE) == ["adv:call-3:1:RINGING"]
 
 
 async def test_pop_due_on_an_empty_set_returns_nothing(redis: FakeRedis) -> None:
-    assert await Timers(redis).pop_due(NOW_MS, limit=10) == ([], None)
+    assert await Timers(redis).pop_due(keys.UPLOAD, NOW_MS, limit=10) == []
 
 
 async def test_pop_due_takes_at_most_limit_earliest_first(redis: FakeRedis) -> None:
     await schedule(
         redis,
         {
-            "adv:call-3:QUEUED": NOW_MS - 10,
-            "adv:call-1:QUEUED": NOW_MS - 30,
-            "adv:call-2:QUEUED": NOW_MS - 20,
+            "adv:call-3:1:QUEUED": NOW_MS - 10,
+            "adv:call-1:1:QUEUED": NOW_MS - 30,
+            "adv:call-2:1:QUEUED": NOW_MS - 20,
         },
     )
 
-    due, next_due_ms = await Timers(redis).pop_due(NOW_MS, limit=2)
+    due = await Timers(redis).pop_due(keys.ADVANCE, NOW_MS, limit=2)
 
-    assert [t.member for t in due] == ["adv:call-1:QUEUED", "adv:call-2:QUEUED"]
-    # The one left behind is already due: the scheduler should come straight back.
-    assert next_due_ms == NOW_MS - 10
-    assert await redis.zrange(keys.TIMERS, 0, -1) == [b"adv:call-3:QUEUED"]
+    assert [t.member for t in due] == ["adv:call-1:1:QUEUED", "adv:call-2:1:QUEUED"]
+    assert await members(redis, keys.ADVANCE) == ["adv:call-3:1:QUEUED"]
 
 
 async def test_scheduling_an_existing_timer_moves_it(redis: FakeRedis) -> None:
     await schedule(redis, {"upl:call-2": NOW_MS - 100})
     await schedule(redis, {"upl:call-2": NOW_MS + 900})
 
-    due, next_due_ms = await Timers(redis).pop_due(NOW_MS, limit=10)
+    assert await Timers(redis).pop_due(keys.UPLOAD, NOW_MS, limit=10) == []
 
-    assert due == []
-    assert next_due_ms == NOW_MS + 900
+
+async def test_cancel_drops_the_timer_from_its_kinds_set(redis: FakeRedis) -> None:
+    await schedule(redis, {"adv:call-1:1:QUEUED": NOW_MS, "adv:call-2:1:QUEUED": NOW_MS})
+
+    await Timers.cancel(redis, "adv:call-1:1:QUEUED")
+
+    assert await members(redis, keys.ADVANCE) == ["adv:call-2:1:QUEUED"]
 
 
 async def test_due_timer_kind_is_the_member_prefix() -> None:
@@ -102,12 +97,14 @@ async def test_due_timer_kind_is_the_member_prefix() -> None:
     assert DueTimer(keys.upload_timer("call-1"), NOW_MS).kind == keys.UPLOAD
 
 
-async def test_pending_says_which_members_have_a_timer(redis: FakeRedis) -> None:
-    await schedule(redis, {"adv:call-1:QUEUED": NOW_MS, "upl:call-2": NOW_MS + 5})
+async def test_pending_says_which_members_have_a_timer_across_kinds(redis: FakeRedis) -> None:
+    await schedule(redis, {"adv:call-1:1:QUEUED": NOW_MS, "upl:call-2": NOW_MS + 5})
 
-    pending = await Timers(redis).pending(["upl:call-2", "adv:call-9:QUEUED", "adv:call-1:QUEUED"])
+    pending = await Timers(redis).pending(
+        ["upl:call-2", "adv:call-9:1:QUEUED", "adv:call-1:1:QUEUED", "upl:call-1"]
+    )
 
-    assert pending == [True, False, True]
+    assert pending == [True, False, True, False]
 
 
 async def test_pending_of_no_members_is_empty(redis: FakeRedis) -> None:
@@ -115,9 +112,9 @@ async def test_pending_of_no_members_is_empty(redis: FakeRedis) -> None:
 
 
 async def test_popped_timer_is_no_longer_pending(redis: FakeRedis) -> None:
-    await schedule(redis, {"adv:call-1:QUEUED": NOW_MS})
+    await schedule(redis, {"adv:call-1:1:QUEUED": NOW_MS})
     timers = Timers(redis)
 
-    await timers.pop_due(NOW_MS, limit=10)
+    await timers.pop_due(keys.ADVANCE, NOW_MS, limit=10)
 
-    assert await timers.pending(["adv:call-1:QUEUED"]) == [False]
+    assert await timers.pending(["adv:call-1:1:QUEUED"]) == [False]
