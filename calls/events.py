@@ -20,6 +20,8 @@ from db.keys import ApiKey
 # Namespace of call ids made from (key, event_id) when a call_initiated names no call_id, so
 # that a repeat of the same event finds the same call.
 _CALL_IDS = uuid.UUID("6f1c1d0e-8a9b-4c59-9f3e-0b6a4b7c2d11")
+# An event whose call moves on between read and write is read and tried again, this many times.
+RACES_BEFORE_GIVING_UP = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,17 +66,23 @@ class EventService:
 
         call_id = posted.call_id
         assert call_id is not None, "the payload model requires call_id after call_initiated"
-        async with self._stores.pool.acquire() as conn, conn.transaction():
-            call = (await db_calls.lock_calls(conn, [call_id], key.id)).get(call_id)
+        pool = self._stores.pool
+        # Optimistic: read the call (and any earlier copy of this event), decide, and write only
+        # if the call is still at the seq read. A copy or a timer that got there first makes the
+        # write a no-op, and the next read sees what it did. Two round trips, no transaction.
+        for _ in range(RACES_BEFORE_GIVING_UP):
+            call, earlier_seq = await db_calls.fetch_call_for_event(
+                pool, call_id, key.id, posted.event_id
+            )
             if call is None:
                 raise NotFound("Call not found")
-            # Under the call's row lock, so copies arriving together see each other.
-            if posted.event_id is not None:
-                earlier = await db_calls.fetch_event_by_event_id(conn, call_id, posted.event_id)
-                if earlier is not None:
-                    return Ingested(earlier, created=False)
+            if earlier_seq is not None:
+                assert posted.event_id is not None
+                earlier = await db_calls.fetch_event_by_event_id(pool, call_id, posted.event_id)
+                assert earlier is not None, "events are never deleted"
+                return Ingested(earlier, created=False)
             row = await self._transitions.apply_event(
-                conn,
+                pool,
                 call,
                 posted.event,
                 occurred_at=occurred_at,
@@ -83,8 +91,13 @@ class EventService:
                 agent_id=posted.agent_id,
                 end_reason=posted.end_reason,
             )
-        await self._transitions.after_commit([row])
-        return Ingested(row, created=True)
+            if row is not None:
+                await self._transitions.after_commit([row])
+                return Ingested(row, created=True)
+        raise Conflict(
+            f"Call {call_id} changed {RACES_BEFORE_GIVING_UP} times while this event was"
+            " applied; retry it"
+        )
 
     async def _initiate(self, key: ApiKey, posted: PostedEvent, occurred_at: datetime) -> Ingested:
         call_id = posted.call_id

@@ -107,29 +107,44 @@ async def insert_call(
 
 
 async def lock_calls(
-    conn: asyncpg.Connection, call_ids: Sequence[str], key_id: str | None = None
+    conn: asyncpg.Connection, call_ids: Sequence[str]
 ) -> dict[str, asyncpg.Record]:
-    """Lock the calls (of `key_id`, when given) for the rest of the transaction, in id order so
-    two batches never wait on each other in a circle."""
+    """Lock the calls for the rest of the transaction, in id order so two batches never wait
+    on each other in a circle."""
     rows = await conn.fetch(
-        f"""
-        SELECT {CALL_COLUMNS} FROM calls
-         WHERE id = ANY($1::uuid[]) AND ($2::uuid IS NULL OR api_key_id = $2)
-         ORDER BY id
-           FOR UPDATE
-        """,
+        f"SELECT {CALL_COLUMNS} FROM calls WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
         list(call_ids),
-        key_id,
     )
     return {row["call_id"]: row for row in rows}
 
 
-async def write_transitions(
-    conn: asyncpg.Connection, transitions: Sequence[Transition]
-) -> list[asyncpg.Record]:
-    """Write decided transitions of locked calls in one statement.
+async def fetch_call_for_event(
+    conn: Executor, call_id: str, key_id: str, event_id: str | None
+) -> tuple[asyncpg.Record | None, int | None]:
+    """The call if it is `key_id`'s, and the seq of its event posted under `event_id` if there
+    is one, read together (one snapshot, one round trip)."""
+    row = await conn.fetchrow(
+        f"""
+        SELECT {CALL_COLUMNS},
+               (SELECT e.seq FROM call_events e
+                 WHERE e.call_id = calls.id AND e.event_id = $3) AS earlier_seq
+          FROM calls
+         WHERE id = $1 AND api_key_id = $2
+        """,
+        call_id,
+        key_id,
+        event_id,
+    )
+    return (row, row["earlier_seq"]) if row else (None, None)
 
-    Each bumps its call's seq (only if the call is still at `from_seq`), records the stage
+
+async def write_transitions(
+    conn: Executor, transitions: Sequence[Transition]
+) -> list[asyncpg.Record]:
+    """Write decided transitions in one statement.
+
+    Each bumps its call's seq only if the call is still at `from_seq` (compare-and-set: a call
+    moved on since it was read is left alone and missing from the result), records the stage
     timestamp, appends a call_events row and an outbox entry, and on COMPLETED opens the call's
     recording upload. Returns the moved calls with the event's fields and the outbox id.
     """
