@@ -70,8 +70,7 @@ class Recordings:
 
         rows = []
         if stored:
-            async with pool.acquire() as conn:
-                rows = await db_recordings.finish_uploads(conn, stored)
+            rows = await db_recordings.finish_uploads(pool, stored)
             counts["uploaded"] = len(rows)
         try:
             async with self._stores.redis.pipeline(transaction=False) as pipe:

@@ -16,9 +16,8 @@ SCHEDULER_LOCK = f"{PREFIX}:scheduler:leader"
 TIMER_LATENESS = f"{PREFIX}:metrics:timer_lateness"
 COUNTERS = f"{PREFIX}:metrics:counters"
 
-# RQ queue names.
-TRANSITIONS_QUEUE = "transitions"
-UPLOADS_QUEUE = "uploads"
+# The RQ queue of the jobs that work off due timers (moves and uploads alike).
+TIMERS_QUEUE = "timers"
 
 
 def call_state(call_id: str) -> str:

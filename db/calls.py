@@ -106,14 +106,10 @@ async def insert_call(
     )
 
 
-async def lock_calls(
-    conn: asyncpg.Connection, call_ids: Sequence[str]
-) -> dict[str, asyncpg.Record]:
-    """Lock the calls for the rest of the transaction, in id order so two batches never wait
-    on each other in a circle."""
+async def fetch_calls(conn: Executor, call_ids: Sequence[str]) -> dict[str, asyncpg.Record]:
+    """The calls among `call_ids` that exist, by id."""
     rows = await conn.fetch(
-        f"SELECT {CALL_COLUMNS} FROM calls WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
-        list(call_ids),
+        f"SELECT {CALL_COLUMNS} FROM calls WHERE id = ANY($1::uuid[])", list(call_ids)
     )
     return {row["call_id"]: row for row in rows}
 

@@ -24,30 +24,29 @@ async def claim_uploads(conn: Executor, call_ids: Sequence[str]) -> list[asyncpg
 
 
 async def finish_uploads(
-    conn: asyncpg.Connection, done: Sequence[tuple[str, str, str]]
+    conn: Executor, done: Sequence[tuple[str, str, str]]
 ) -> list[asyncpg.Record]:
-    """Record uploaded (call id, storage key, url) triples; returns the updated calls."""
-    async with conn.transaction():
-        await conn.execute(
-            """
+    """Record uploaded (call id, storage key, url) triples, in one statement; returns the
+    updated calls."""
+    return await conn.fetch(
+        f"""
+        WITH d AS (
+            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]) AS d(call_id, storage_key, url)
+        ), stored AS (
             UPDATE recordings r SET status = 'uploaded', storage_key = d.storage_key,
                    last_error = NULL, updated_at = now()
-              FROM unnest($1::uuid[], $2::text[]) AS d(call_id, storage_key)
+              FROM d
              WHERE r.call_id = d.call_id AND r.status = 'uploading'
-            """,
-            [d[0] for d in done],
-            [d[1] for d in done],
         )
-        return await conn.fetch(
-            f"""
-            UPDATE calls c SET recording_url = d.url, updated_at = now()
-              FROM unnest($1::uuid[], $2::text[]) AS d(call_id, url)
-             WHERE c.id = d.call_id
-            RETURNING {CALL_COLUMNS}
-            """,
-            [d[0] for d in done],
-            [d[2] for d in done],
-        )
+        UPDATE calls c SET recording_url = d.url, updated_at = now()
+          FROM d
+         WHERE c.id = d.call_id
+        RETURNING {CALL_COLUMNS}
+        """,
+        [d[0] for d in done],
+        [d[1] for d in done],
+        [d[2] for d in done],
+    )
 
 
 async def fail_upload(

@@ -1,17 +1,17 @@
-"""Starts the workers' draining jobs: while timers of a kind are due and no job for them waits in
-its queue, one more is enqueued.
+"""Starts the workers' draining jobs: while timers are due and no job waits in the queue, one
+more is enqueued.
 
-The jobs take the due timers themselves (`worker.jobs`), in batches, until none is due or their
-time is up. So the size of a batch follows the load (a busy worker comes back to more), RQ's own
-cost is paid per job rather than per timer, and a timer leaves Redis only milliseconds before
-its transition is written: upkeep never mistakes a timer waiting in a queue for a lost one.
+The jobs take the due timers themselves (`worker.jobs`), a batch at a time, until none is due or
+their time is up. So the size of a batch follows the load (a busy worker comes back to more),
+RQ's own cost is paid per job rather than per timer, and a timer leaves Redis only milliseconds
+before its transition is written: upkeep never mistakes a timer waiting in a queue for a lost
+one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
@@ -26,57 +26,42 @@ log = logging.getLogger(__name__)
 JOB_TIMEOUT_S = 60
 JOB_RESULT_TTL_S = 60
 JOB_FAILURE_TTL_S = 24 * 3600
-
-
-@dataclass(frozen=True, slots=True)
-class Drain:
-    """The job that works off one kind of timer, and the queue it runs from."""
-
-    kind: str
-    queue: str
-    func: str
-
-
-DRAINS = (
-    Drain(keys.ADVANCE, keys.TRANSITIONS_QUEUE, "worker.jobs.advance_calls"),
-    Drain(keys.UPLOAD, keys.UPLOADS_QUEUE, "worker.jobs.upload_recordings"),
-)
+DRAIN_JOB = "worker.jobs.drain_timers"
 
 
 class Dispatcher:
     def __init__(self, redis: Redis, rq_connection: SyncRedis) -> None:
         self._redis = redis
-        self._queues = {d.kind: Queue(d.queue, connection=rq_connection) for d in DRAINS}
+        self._queue = Queue(keys.TIMERS_QUEUE, connection=rq_connection)
 
-    async def pass_once(self) -> tuple[int, int | None]:
-        """Start a job for each kind with timers due and no job waiting; returns how many were
-        started and when the earliest timer not yet due falls due (None if none)."""
+    async def pass_once(self) -> tuple[bool, int | None]:
+        """Start a job if timers are due and no job waits; returns whether one was started and
+        when the earliest timer not yet due falls due (None if none)."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            for drain in DRAINS:
-                pipe.zrange(keys.timers(drain.kind), 0, 0, withscores=True)
-                pipe.llen(self._queues[drain.kind].key)
-            replies = await pipe.execute()
+            for kind in keys.TIMER_KINDS:
+                pipe.zrange(keys.timers(kind), 0, 0, withscores=True)
+            pipe.llen(self._queue.key)
+            *firsts, waiting = await pipe.execute()
         now = now_ms()
-        start: list[Drain] = []
+        due_now = False
         next_due: int | None = None
-        for drain, first, waiting in zip(DRAINS, replies[::2], replies[1::2], strict=True):
+        for first in firsts:
             if not first:
                 continue
             due_ms = int(first[0][1])
             if due_ms <= now:
-                if not waiting:
-                    start.append(drain)
+                due_now = True
             elif next_due is None or due_ms < next_due:
                 next_due = due_ms
+        start = due_now and not waiting
         if start:
-            await asyncio.to_thread(self._enqueue, start)
-        return len(start), next_due
+            await asyncio.to_thread(self._enqueue)
+        return start, next_due
 
-    def _enqueue(self, drains: list[Drain]) -> None:
-        for drain in drains:
-            self._queues[drain.kind].enqueue_call(
-                drain.func,
-                timeout=JOB_TIMEOUT_S,
-                result_ttl=JOB_RESULT_TTL_S,
-                failure_ttl=JOB_FAILURE_TTL_S,
-            )
+    def _enqueue(self) -> None:
+        self._queue.enqueue_call(
+            DRAIN_JOB,
+            timeout=JOB_TIMEOUT_S,
+            result_ttl=JOB_RESULT_TTL_S,
+            failure_ttl=JOB_FAILURE_TTL_S,
+        )

@@ -98,6 +98,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-ceiling", action="store_true", help="skip the bare ceiling runs")
     parser.add_argument(
+        "--lifecycle-during",
+        action="store_true",
+        help="keep the workers running during the POST /calls figures (by default they are held"
+        " with SIGSTOP, so the figure is the API's own, and work the calls off afterwards)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="py-spy the API, a worker and the scheduler during each measurement (needs"

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import resource
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -124,6 +126,29 @@ class Bench:
 
     def detail(self, scenario: str) -> dict[str, Any]:
         return self.details.setdefault(scenario, {})
+
+    @contextlib.asynccontextmanager
+    async def api_alone(self) -> AsyncIterator[bool]:
+        """Hold the workers (SIGSTOP) for the block, so an API figure is the API's own and not
+        a share of two cores with the lifecycle of the calls it makes; the timers wait in Redis
+        and the workers take them up afterwards (the scenario's check then sees every call
+        complete). Yields whether they were held: not with --base-url, nor --lifecycle-during."""
+        workers = [
+            p.pid
+            for name, p in (self.system.processes.items() if self.system else ())
+            if name.startswith("worker") and p.pid
+        ]
+        hold = bool(workers) and not self.opts.lifecycle_during
+        if hold:
+            for pid in workers:
+                os.kill(pid, signal.SIGSTOP)
+        try:
+            yield hold
+        finally:
+            if hold:
+                for pid in workers:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGCONT)
 
     @contextlib.asynccontextmanager
     async def task(self, description: str, total: float | None) -> AsyncIterator[TaskID]:
@@ -369,7 +394,9 @@ async def post_calls(b: Bench) -> None:
     )
     ceiling = await ceiling_wrk(b, "POST 64c", script, 64, "ok_per_s")
     info = b.detail("post_calls")
-    result = await b.wrk("POST /calls", b.base_url, script, 64, into=info)
+    async with b.api_alone() as held:
+        result = await b.wrk("POST /calls", b.base_url, script, 64, into=info)
+    info["workers_held"] = held
     if result.errors:
         client = b.client(secret, 1)
         info["error_example"] = await b.sample_error(
@@ -385,7 +412,7 @@ async def post_calls(b: Bench) -> None:
             1500,
             ceiling=ceiling,
             errors=result.errors,
-            note=f"{b.opts.duration:g} s",
+            note=f"{b.opts.duration:g} s" + (", workers held" if held else ""),
         )
     )
     answered = result.requests - result.non_2xx
@@ -401,7 +428,9 @@ async def post_latency(b: Bench) -> None:
     )
     ceiling = await ceiling_wrk(b, "POST 16c", script, 16, "p99")
     info = b.detail("post_latency")
-    result = await b.wrk("POST /calls", b.base_url, script, 16, into=info)
+    async with b.api_alone() as held:
+        result = await b.wrk("POST /calls", b.base_url, script, 16, into=info)
+    info["workers_held"] = held
     b.add(
         Figure(
             "post_calls_p99_ms_16c",
@@ -412,7 +441,7 @@ async def post_latency(b: Bench) -> None:
             kind="max",
             ceiling=ceiling,
             errors=result.errors,
-            note=f"{result.ok_per_s:,.0f}/s answered",
+            note=f"{result.ok_per_s:,.0f}/s answered" + (", workers held" if held else ""),
         )
     )
     check = await b.drain_and_verify("post_latency", key_id, None, result.requests - result.non_2xx)
@@ -485,11 +514,12 @@ async def open_loop_latency(b: Bench) -> None:
         if response is not None and response.status == 201:
             ids.add(orjson.loads(response.body)["call_id"])
 
-    info = await _open_loop_run(
-        b, "POST /calls", client, lambda i: raw_call, rate, duration, collect
-    )
+    async with b.api_alone() as held:
+        info = await _open_loop_run(
+            b, "POST /calls", client, lambda i: raw_call, rate, duration, collect
+        )
     await client.close()
-    b.detail("open_loop").update(info)
+    b.detail("open_loop").update(info | {"workers_held": held})
     b.add(
         Figure(
             "post_calls_p99_ms_open_loop",
@@ -501,7 +531,7 @@ async def open_loop_latency(b: Bench) -> None:
             ceiling=ceiling,
             errors=info["errors"],
             comparable=rate == 1000,
-            note=f"max {info['latency_ms']['max']:.0f} ms",
+            note=f"max {info['latency_ms']['max']:.0f} ms" + (", workers held" if held else ""),
         )
     )
     check = await b.drain_and_verify("open_loop", key_id, ids, len(ids))

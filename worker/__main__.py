@@ -1,4 +1,4 @@
-"""`python -m worker`: one non-forking RQ worker on the transitions and uploads queues."""
+"""`python -m worker`: one non-forking RQ worker on the timers queue."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker
-from rq.worker import DequeueStrategy
 
 from core import keys
 from core.logs import setup_logging
@@ -28,21 +27,14 @@ def main() -> int:
     setup_logging("worker", settings.log_level)
     runtime()  # open the pools now, so a missing store fails the start, not the first job
     connection = Redis.from_url(settings.redis_dsn)
-    queues = [
-        Queue(name, connection=connection) for name in (keys.TRANSITIONS_QUEUE, keys.UPLOADS_QUEUE)
-    ]
+    queues = [Queue(keys.TIMERS_QUEUE, connection=connection)]
     pause_s, cap_s = RESTART_PAUSE_S
     while True:
         worker = None
         try:
             # Inside the try: the constructor talks to Redis, which may still be away.
             worker = SimpleWorker(queues, connection=connection)
-            # Round robin, so a backlog of transitions does not starve the uploads.
-            worker.work(
-                with_scheduler=False,
-                logging_level=settings.log_level,
-                dequeue_strategy=DequeueStrategy.ROUND_ROBIN,
-            )
+            worker.work(with_scheduler=False, logging_level=settings.log_level)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             log.warning("lost Redis: %s", exc)
         if worker is not None and worker._shutdown_requested_date is not None:

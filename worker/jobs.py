@@ -1,11 +1,12 @@
-"""The jobs the scheduler starts: each takes the due timers of its kind, a batch at a time, until
-none is due or its time (`JOB_DRAIN_MS`) is up, so one RQ job carries as much as is due."""
+"""The job the scheduler starts: it takes due timers, a batch at a time, until none is due or its
+time (`JOB_DRAIN_MS`) is up, so one RQ job carries as much as is due."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
@@ -20,21 +21,42 @@ from worker.runtime import runtime
 log = logging.getLogger(__name__)
 
 
-def advance_calls() -> dict[str, int]:
-    """Move simulated calls on whose timers fell due."""
+def drain_timers() -> dict[str, int]:
+    """Work off the due timers of every kind: calls to move on, recordings to upload."""
     rt = runtime()
-    return rt.run(_drain(keys.ADVANCE, _advance))
+    return rt.run(_drain())
 
 
-def upload_recordings() -> dict[str, int]:
-    """Upload the recordings of completed calls whose upload timers fell due."""
-    rt = runtime()
-    return rt.run(_drain(keys.UPLOAD, _upload))
+# The figures a job adds to /metrics go to Redis at most this often (and when it ends).
+RECORD_EVERY_S = 0.25
 
 
-async def _drain(kind: str, work: Callable[[list[DueTimer]], Awaitable[int]]) -> dict[str, int]:
-    """Take due timers of `kind` in batches and `work` them; returns how many were taken and
-    how many did something (the rest had been overtaken: a call moved on, an upload done).
+@dataclass(slots=True)
+class Figures:
+    """Timer lateness and moves counted by a job since it last recorded them."""
+
+    lateness_ms: list[int] = field(default_factory=list)
+    moved: int = 0
+    recorded_at: float = field(default_factory=time.monotonic)
+
+    async def record(self) -> None:
+        """Add them to the figures /metrics shows; losing them (Redis down) must not fail the
+        job."""
+        if self.lateness_ms:
+            try:
+                async with runtime().stores.redis.pipeline(transaction=False) as pipe:
+                    shared_metrics.observe_lateness(pipe, self.lateness_ms)
+                    shared_metrics.count(pipe, "transitions", self.moved)
+                    await pipe.execute()
+            except RedisError:
+                log.warning("could not record timer lateness")
+        self.lateness_ms, self.moved, self.recorded_at = [], 0, time.monotonic()
+
+
+async def _drain() -> dict[str, int]:
+    """Take due timers in batches, one of each kind at a time worked concurrently (an upload
+    waiting on storage does not hold up the moves), until none is due or JOB_DRAIN_MS is up.
+    Returns how many of each kind were taken.
 
     A batch taken but not worked (the process dies, PostgreSQL is away) is not lost: upkeep
     finds its calls and uploads in PostgreSQL with no timer and sets them again.
@@ -42,20 +64,30 @@ async def _drain(kind: str, work: Callable[[list[DueTimer]], Awaitable[int]]) ->
     rt = runtime()
     settings = rt.stores.settings
     deadline = time.monotonic() + settings.job_drain_ms / 1000
-    taken = done = 0
-    while True:
-        due = await rt.timers.pop_due(kind, now_ms(), settings.job_batch_size)
-        if not due:
-            break
-        taken += len(due)
-        done += await work(due)
-        if time.monotonic() >= deadline:
-            break
-    return {"taken": taken, "done": done}
+    taken = {keys.ADVANCE: 0, keys.UPLOAD: 0}
+    figures = Figures()
+    try:
+        while True:
+            due = await rt.timers.pop_due(now_ms(), settings.job_batch_size)
+            moves, uploads = due[keys.ADVANCE], due[keys.UPLOAD]
+            if not moves and not uploads:
+                break
+            taken[keys.ADVANCE] += len(moves)
+            taken[keys.UPLOAD] += len(uploads)
+            await asyncio.gather(_advance(moves, figures), _upload(uploads))
+            if time.monotonic() - figures.recorded_at >= RECORD_EVERY_S:
+                await figures.record()
+            if time.monotonic() >= deadline:
+                break
+    finally:
+        await figures.record()
+    return taken
 
 
-async def _advance(due: list[DueTimer]) -> int:
+async def _advance(due: list[DueTimer], figures: Figures) -> None:
     """Move each call from the state its timer was set in (a call that moved on is skipped)."""
+    if not due:
+        return
     rt = runtime()
     moves = []
     for timer in due:
@@ -66,22 +98,10 @@ async def _advance(due: list[DueTimer]) -> int:
             moves.append(Move(call_id, int(seq), status, target, event_between(current, target)))
     moved = await rt.transitions.move(moves)
     now = now_ms()
-    await _record([now - timer.due_ms for timer in due], len(moved))
-    return len(moved)
+    figures.lateness_ms += [now - timer.due_ms for timer in due]
+    figures.moved += len(moved)
 
 
-async def _upload(due: list[DueTimer]) -> int:
-    rt = runtime()
-    counts = await rt.recordings.upload([timer.member.split(":", 1)[1] for timer in due])
-    return sum(counts.values())
-
-
-async def _record(lateness_ms: list[int], moved: int) -> None:
-    """Add to the figures /metrics shows; losing them (Redis down) must not fail the job."""
-    try:
-        async with runtime().stores.redis.pipeline(transaction=False) as pipe:
-            shared_metrics.observe_lateness(pipe, lateness_ms)
-            shared_metrics.count(pipe, "transitions", moved)
-            await pipe.execute()
-    except RedisError:
-        log.warning("could not record timer lateness")
+async def _upload(due: list[DueTimer]) -> None:
+    if due:
+        await runtime().recordings.upload([timer.member.split(":", 1)[1] for timer in due])

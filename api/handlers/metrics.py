@@ -64,7 +64,7 @@ async def metrics(request: web.Request) -> web.Response:
         "# HELP mockcomms_queue_depth Jobs waiting in each RQ queue.",
         "# TYPE mockcomms_queue_depth gauge",
     ]
-    for queue in (keys.TRANSITIONS_QUEUE, keys.UPLOADS_QUEUE):
+    for queue in (keys.TIMERS_QUEUE,):
         depth = await stores.redis.llen(f"rq:queue:{queue}")
         lines.append(f'mockcomms_queue_depth{{queue="{queue}"}} {depth}')
     now = now_ms()

@@ -109,6 +109,8 @@ class Hub:
                 del index[name]
 
     def dispatch(self, payload: bytes) -> None:
+        if not self._by_call and not self._by_key:
+            return  # nobody here is listening: not worth parsing
         message = orjson.loads(payload)
         key_id = message.pop("key_id", None)
         for sub in self._by_call.get(message["call_id"], ()):

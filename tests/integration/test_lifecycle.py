@@ -141,7 +141,7 @@ async def test_prometheus_text_carries_the_same_counters(api: Api) -> None:
         "uploads_failed",
     ):
         assert f"\nmockcomms_{name} " in text
-    assert 'mockcomms_queue_depth{queue="transitions"}' in text
+    assert 'mockcomms_queue_depth{queue="timers"}' in text
     async with api.http.get(
         api.url("/metrics"), headers=api.auth | {"Accept": "text/plain"}
     ) as response:

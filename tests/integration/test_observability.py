@@ -112,4 +112,4 @@ async def test_prometheus_text_has_latency_lateness_and_upload_figures(
     assert re.search(r'^mockcomms_timer_lateness_seconds_bucket\{le="\+Inf"\} \d+$', text, re.M)
     assert re.search(r"^mockcomms_upload_attempts_total [1-9]\d*$", text, re.M)
     assert "mockcomms_upload_attempts_failed_total 0" in text
-    assert re.search(r'^mockcomms_queue_depth\{queue="uploads"\} \d+$', text, re.M)
+    assert re.search(r'^mockcomms_queue_depth\{queue="timers"\} \d+$', text, re.M)

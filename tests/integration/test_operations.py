@@ -14,6 +14,7 @@ import uuid
 import aiohttp
 import asyncpg
 
+from core import keys
 from tests.integration.platform import ROOT, Platform, free_port, server_dsn, with_database
 
 
@@ -101,7 +102,7 @@ async def test_rq_dashboard_serves_the_queues_on_loopback(platform: Platform, ap
     )
     try:
         _, created, _ = await api.create_call()
-        await api.wait_recorded(created["call_id"])  # both queues have had a job by then
+        await api.wait_recorded(created["call_id"])  # the queue has had jobs by then
         queues = None
         async with aiohttp.ClientSession() as http:
             for _ in range(100):
@@ -122,7 +123,7 @@ async def test_rq_dashboard_serves_the_queues_on_loopback(platform: Platform, ap
             http.get(f"http://127.0.0.1:{port}/0/data/queues.json") as response,
         ):
             assert response.status == 401, "rq-dashboard must ask for a login"
-        assert {"transitions", "uploads"} <= {queue["name"] for queue in queues["queues"]}
+        assert keys.TIMERS_QUEUE in {queue["name"] for queue in queues["queues"]}
         assert shlex.split(command)[1:3] == ["--bind", "127.0.0.1"]
     finally:
         dashboard.terminate()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -12,6 +14,7 @@ from calls.storage import LocalFile, LocalStorage, Redirect, S3Storage, storage_
 from core.settings import Settings
 
 CALL_ID = "3f1c2a8e-5b7d-4e0f-9a61-2c4b8d0e7f13"
+OTHER_ID = "9a0e6c1d-7f2b-4c83-b5e4-1d2f3a4b5c6d"
 
 
 @pytest.fixture
@@ -27,7 +30,7 @@ def local(tmp_path: Path) -> LocalStorage:
     return LocalStorage(tmp_path / "store")
 
 
-async def test_local_put_stores_a_copy_under_recordings_and_leaves_no_partial_file(
+async def test_local_put_stores_the_bytes_under_recordings_and_leaves_no_partial_file(
     local: LocalStorage, source: Path
 ) -> None:
     key = await local.put(CALL_ID, source)
@@ -37,9 +40,78 @@ async def test_local_put_stores_a_copy_under_recordings_and_leaves_no_partial_fi
     assert [p.name for p in (local.root / "recordings").iterdir()] == [f"{CALL_ID}.wav"]
 
 
+async def test_local_recordings_of_one_source_share_its_bytes_written_once(
+    local: LocalStorage, source: Path
+) -> None:
+    first = local.root / await local.put(CALL_ID, source)
+    second = local.root / await local.put(OTHER_ID, source)
+
+    assert first.stat().st_ino == second.stat().st_ino
+    (blob,) = (local.root / ".blobs").iterdir()
+    assert blob.stat().st_ino == first.stat().st_ino and blob.stat().st_nlink == 3
+
+
+async def test_a_changed_source_gets_its_own_bytes(local: LocalStorage, source: Path) -> None:
+    first = local.root / await local.put(CALL_ID, source)
+    source.write_bytes(b"RIFF another recording")
+    second = local.root / await local.put(OTHER_ID, source)
+
+    assert first.read_bytes() != second.read_bytes() == b"RIFF another recording"
+
+
+async def test_a_blob_at_the_link_limit_is_followed_by_a_fresh_copy(
+    local: LocalStorage, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = local.root / await local.put(CALL_ID, source)
+    real_link = os.link
+
+    def link(src: Path, dst: Path) -> None:
+        if Path(src).stat().st_ino == first.stat().st_ino:
+            raise OSError(errno.EMLINK, "Too many links")
+        real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", link)
+    second = local.root / await local.put(OTHER_ID, source)
+
+    assert second.read_bytes() == source.read_bytes()
+    assert second.stat().st_ino != first.stat().st_ino
+    assert len(list((local.root / ".blobs").iterdir())) == 2
+
+
+async def test_without_hard_links_each_recording_is_a_copy(
+    local: LocalStorage, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(src: Path, dst: Path) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    key = await local.put(CALL_ID, source)
+
+    assert (local.root / key).read_bytes() == source.read_bytes()
+    assert (local.root / key).stat().st_nlink == 1
+
+
 async def test_local_put_that_fails_midway_leaves_the_previous_file_whole(
     local: LocalStorage, source: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    key = await local.put(CALL_ID, source)
+    before = (local.root / key).read_bytes()
+
+    def full_disk(src: Path, dst: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        await local.put(CALL_ID, source)
+
+    assert (local.root / key).read_bytes() == before
+    assert [p.name for p in (local.root / "recordings").iterdir()] == [f"{CALL_ID}.wav"]
+
+
+async def test_a_copy_that_fails_midway_leaves_the_previous_file_whole(
+    local: LocalStorage, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local._links = False  # the copying path, as on a file system without hard links
     key = await local.put(CALL_ID, source)
     before = (local.root / key).read_bytes()
 

@@ -26,7 +26,7 @@ async def test_each_kind_has_its_own_set(redis: FakeRedis) -> None:
     assert await members(redis, keys.UPLOAD) == ["upl:call-2"]
 
 
-async def test_pop_due_returns_only_due_timers_of_its_kind(redis: FakeRedis) -> None:
+async def test_pop_due_returns_the_due_timers_of_each_kind(redis: FakeRedis) -> None:
     await schedule(
         redis,
         {
@@ -37,28 +37,31 @@ async def test_pop_due_returns_only_due_timers_of_its_kind(redis: FakeRedis) -> 
         },
     )
 
-    due = await Timers(redis).pop_due(keys.ADVANCE, NOW_MS, limit=10)
+    due = await Timers(redis).pop_due(NOW_MS, limit=10)
 
-    assert due == [
-        DueTimer("adv:call-1:1:QUEUED", NOW_MS - 50),
-        DueTimer("adv:call-3:1:RINGING", NOW_MS),
-    ]
-    assert await members(redis, keys.UPLOAD) == ["upl:call-2"]
+    assert due == {
+        keys.ADVANCE: [
+            DueTimer("adv:call-1:1:QUEUED", NOW_MS - 50),
+            DueTimer("adv:call-3:1:RINGING", NOW_MS),
+        ],
+        keys.UPLOAD: [DueTimer("upl:call-2", NOW_MS - 60)],
+    }
+    assert await members(redis, keys.ADVANCE) == ["adv:call-4:2:ANSWERED"]
 
 
 async def test_pop_due_removes_what_it_returns(redis: FakeRedis) -> None:
     await schedule(redis, {"adv:call-1:1:QUEUED": NOW_MS - 50, "adv:call-3:1:RINGING": NOW_MS + 1})
     timers = Timers(redis)
 
-    await timers.pop_due(keys.ADVANCE, NOW_MS, limit=10)
-    again = await timers.pop_due(keys.ADVANCE, NOW_MS, limit=10)
+    await timers.pop_due(NOW_MS, limit=10)
+    again = (await timers.pop_due(NOW_MS, limit=10))[keys.ADVANCE]
 
     assert again == []
     assert await members(redis, keys.ADVANCE) == ["adv:call-3:1:RINGING"]
 
 
 async def test_pop_due_on_an_empty_set_returns_nothing(redis: FakeRedis) -> None:
-    assert await Timers(redis).pop_due(keys.UPLOAD, NOW_MS, limit=10) == []
+    assert (await Timers(redis).pop_due(NOW_MS, limit=10))[keys.UPLOAD] == []
 
 
 async def test_pop_due_takes_at_most_limit_earliest_first(redis: FakeRedis) -> None:
@@ -71,7 +74,7 @@ async def test_pop_due_takes_at_most_limit_earliest_first(redis: FakeRedis) -> N
         },
     )
 
-    due = await Timers(redis).pop_due(keys.ADVANCE, NOW_MS, limit=2)
+    due = (await Timers(redis).pop_due(NOW_MS, limit=2))[keys.ADVANCE]
 
     assert [t.member for t in due] == ["adv:call-1:1:QUEUED", "adv:call-2:1:QUEUED"]
     assert await members(redis, keys.ADVANCE) == ["adv:call-3:1:QUEUED"]
@@ -81,7 +84,7 @@ async def test_scheduling_an_existing_timer_moves_it(redis: FakeRedis) -> None:
     await schedule(redis, {"upl:call-2": NOW_MS - 100})
     await schedule(redis, {"upl:call-2": NOW_MS + 900})
 
-    assert await Timers(redis).pop_due(keys.UPLOAD, NOW_MS, limit=10) == []
+    assert (await Timers(redis).pop_due(NOW_MS, limit=10))[keys.UPLOAD] == []
 
 
 async def test_cancel_drops_the_timer_from_its_kinds_set(redis: FakeRedis) -> None:
@@ -115,6 +118,6 @@ async def test_popped_timer_is_no_longer_pending(redis: FakeRedis) -> None:
     await schedule(redis, {"adv:call-1:1:QUEUED": NOW_MS})
     timers = Timers(redis)
 
-    await timers.pop_due(keys.ADVANCE, NOW_MS, limit=10)
+    await timers.pop_due(NOW_MS, limit=10)
 
     assert await timers.pending(["adv:call-1:1:QUEUED"]) == [False]

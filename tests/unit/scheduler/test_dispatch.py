@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator
 
 import fakeredis
@@ -13,7 +14,7 @@ from rq import Queue
 from calls.timers import Timers
 from core import keys
 from core.clock import now_ms
-from scheduler.dispatch import Dispatcher
+from scheduler.dispatch import DRAIN_JOB, Dispatcher
 
 
 @pytest.fixture
@@ -40,52 +41,48 @@ def dispatcher(redis: FakeRedis, rq_connection: fakeredis.FakeRedis) -> Dispatch
     return Dispatcher(redis, rq_connection)
 
 
-def queued(rq_connection: fakeredis.FakeRedis, name: str) -> list[str]:
-    return [job.func_name for job in Queue(name, connection=rq_connection).jobs]
+def queued(rq_connection: fakeredis.FakeRedis) -> list[str]:
+    return [job.func_name for job in Queue(keys.TIMERS_QUEUE, connection=rq_connection).jobs]
 
 
 async def test_nothing_due_starts_nothing_and_says_when_to_look_again(
     dispatcher: Dispatcher, redis: FakeRedis, rq_connection: fakeredis.FakeRedis
 ) -> None:
     later = now_ms() + 60_000
-    await Timers.schedule(redis, "adv:call-1:1:QUEUED", later)
-    await Timers.schedule(redis, "upl:call-2", later + 5)
+    await Timers.schedule(redis, "adv:call-1:1:QUEUED", later + 5)
+    await Timers.schedule(redis, "upl:call-2", later)
 
     started, next_due = await dispatcher.pass_once()
 
-    assert (started, next_due) == (0, later)
-    assert queued(rq_connection, keys.TRANSITIONS_QUEUE) == []
-    assert queued(rq_connection, keys.UPLOADS_QUEUE) == []
+    assert (started, next_due) == (False, later)
+    assert queued(rq_connection) == []
 
 
-async def test_due_timers_start_one_job_of_their_kind_which_takes_them_itself(
-    dispatcher: Dispatcher, redis: FakeRedis, rq_connection: fakeredis.FakeRedis
+@pytest.mark.parametrize("member", ["adv:call-1:1:QUEUED", "upl:call-1"])
+async def test_a_due_timer_of_either_kind_starts_a_job_which_takes_the_timers_itself(
+    dispatcher: Dispatcher, redis: FakeRedis, rq_connection: fakeredis.FakeRedis, member: str
 ) -> None:
-    for i in range(5):
-        await Timers.schedule(redis, f"adv:call-{i}:1:QUEUED", now_ms() - 10)
+    await Timers.schedule(redis, member, now_ms() - 10)
 
     started, _ = await dispatcher.pass_once()
 
-    assert started == 1
-    assert queued(rq_connection, keys.TRANSITIONS_QUEUE) == ["worker.jobs.advance_calls"]
-    assert queued(rq_connection, keys.UPLOADS_QUEUE) == []
-    # The timers stay set until the job takes them, so upkeep sees them waiting.
-    assert await redis.zcard(keys.timers(keys.ADVANCE)) == 5
+    assert started
+    assert queued(rq_connection) == [DRAIN_JOB]
+    # The timer stays set until the job takes it, so upkeep sees it waiting.
+    assert await Timers(redis).pending([member]) == [True]
 
 
-async def test_a_job_waiting_in_its_queue_is_not_joined_by_another(
+async def test_a_job_waiting_in_the_queue_is_not_joined_by_another(
     dispatcher: Dispatcher, redis: FakeRedis, rq_connection: fakeredis.FakeRedis
 ) -> None:
     await Timers.schedule(redis, "adv:call-1:1:QUEUED", now_ms() - 10)
-    await Timers.schedule(redis, "upl:call-1", now_ms() - 10)
 
     first, _ = await dispatcher.pass_once()
-    await Timers.schedule(redis, "adv:call-2:1:QUEUED", now_ms() - 5)
+    await Timers.schedule(redis, "upl:call-2", now_ms() - 5)
     again, _ = await dispatcher.pass_once()
 
-    assert (first, again) == (2, 0)
-    assert queued(rq_connection, keys.TRANSITIONS_QUEUE) == ["worker.jobs.advance_calls"]
-    assert queued(rq_connection, keys.UPLOADS_QUEUE) == ["worker.jobs.upload_recordings"]
+    assert (first, again) == (True, False)
+    assert queued(rq_connection) == [DRAIN_JOB]
 
 
 async def test_once_a_worker_took_the_job_another_is_started_for_what_is_still_due(
@@ -93,10 +90,15 @@ async def test_once_a_worker_took_the_job_another_is_started_for_what_is_still_d
 ) -> None:
     await Timers.schedule(redis, "adv:call-1:1:QUEUED", now_ms() - 10)
     await dispatcher.pass_once()
-    queue = Queue(keys.TRANSITIONS_QUEUE, connection=rq_connection)
+    queue = Queue(keys.TIMERS_QUEUE, connection=rq_connection)
     queue.pop_job_id()  # a worker took it
 
     started, _ = await dispatcher.pass_once()
 
-    assert started == 1
+    assert started
     assert queue.count == 1
+
+
+def test_the_job_the_scheduler_starts_exists() -> None:
+    module, _, name = DRAIN_JOB.rpartition(".")
+    assert callable(getattr(importlib.import_module(module), name))
