@@ -28,7 +28,11 @@ class Settings(BaseSettings):
     postgres_user: str = "postgres"
     postgres_password: str = "postgres"
     db_pool_min: int = 2
-    db_pool_max: int = 10
+    # An API process's connections. A request holds one only while a statement runs, but that
+    # includes waiting for its commit to reach the disk: 10 capped POST /events at ~350/s with
+    # the machine half idle (docs/PERFORMANCE.md). Mind PostgreSQL's max_connections (100 by
+    # default) when running several API processes.
+    db_pool_max: int = 20
 
     # Redis: REDIS_URL wins over REDIS_HOST / REDIS_PORT.
     redis_url: str = ""

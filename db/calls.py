@@ -300,14 +300,27 @@ async def fetch_ended_among(conn: Executor, call_ids: Sequence[str]) -> set[str]
     return {row["id"] for row in rows}
 
 
-async def fetch_active_by_key(conn: Executor) -> list[asyncpg.Record]:
-    """Every active simulated call with its key and creation time (to rebuild limit leases;
-    ingested calls take no slot)."""
+async def fetch_keys_with_active_calls(conn: Executor) -> list[str]:
+    """The keys with active simulated calls (ingested calls take no limit slot)."""
+    rows = await conn.fetch(
+        """
+        SELECT DISTINCT api_key_id::text AS key_id
+          FROM calls WHERE status <> 'COMPLETED' AND kind = 'simulated'
+        """
+    )
+    return [row["key_id"] for row in rows]
+
+
+async def fetch_active_by_key(conn: Executor, key_ids: Sequence[str]) -> list[asyncpg.Record]:
+    """The active simulated calls of `key_ids` with their creation time (to rebuild their limit
+    leases)."""
     return await conn.fetch(
         """
         SELECT id::text AS call_id, api_key_id::text AS key_id, created_at
-          FROM calls WHERE status <> 'COMPLETED' AND kind = 'simulated'
-        """
+          FROM calls
+         WHERE status <> 'COMPLETED' AND kind = 'simulated' AND api_key_id = ANY($1::uuid[])
+        """,
+        list(key_ids),
     )
 
 

@@ -113,7 +113,12 @@ class Upkeep:
 
     async def mend_leases(self) -> tuple[int, int]:
         """Drop leases of calls that ended (a worker died before releasing them) and restore
-        leases of active calls that Redis lost. Returns (reclaimed, restored)."""
+        the leases of keys whose lease set Redis lost. Returns (reclaimed, restored).
+
+        A key's lease set, while it exists, is kept exact by the limiter and the releases: only
+        a missing one is rebuilt. (Rebuilding every key's from a snapshot of the active calls
+        put back the lease of any call that ended meanwhile, a phantom that held a slot until
+        LEASE_CHECK_AFTER_MS reclaimed it.)"""
         redis, pool = self._stores.redis, self._stores.pool
         settings = self._stores.settings
         cutoff = now_ms() - settings.lease_check_after_ms
@@ -127,7 +132,17 @@ class Upkeep:
                 reclaimed += await redis.zrem(lease_key, *ended)
 
         restored = 0
-        active = await db_calls.fetch_active_by_key(pool)
+        # Which lease sets are missing is read before the calls are: a call that ends after
+        # the read below is then one whose set was already gone, a narrow window.
+        key_ids = await db_calls.fetch_keys_with_active_calls(pool)
+        if not key_ids:
+            return reclaimed, restored
+        async with redis.pipeline(transaction=False) as pipe:
+            for key_id in key_ids:
+                pipe.exists(keys.leases(key_id))
+            present = await pipe.execute()
+        lost = [key_id for key_id, there in zip(key_ids, present, strict=True) if not there]
+        active = await db_calls.fetch_active_by_key(pool, lost) if lost else []
         if active:
             async with redis.pipeline(transaction=False) as pipe:
                 for row in active:

@@ -20,6 +20,8 @@ import uvloop
 from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from core.settings import Settings
+
 TABLE = "bench_bare_inserts"
 POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", Redis)
@@ -45,13 +47,15 @@ async def get(request: web.Request) -> web.Response:
 
 
 async def stores(app: web.Application) -> AsyncIterator[None]:
-    pool_max = int(os.environ.get("DB_POOL_MAX", "10"))
+    settings = Settings()  # the same pool sizes as the API's, from the same environment
     app[POOL] = await asyncpg.create_pool(
-        os.environ["DATABASE_URL"], min_size=min(2, pool_max), max_size=pool_max
+        os.environ["DATABASE_URL"],
+        min_size=min(settings.db_pool_min, settings.db_pool_max),
+        max_size=settings.db_pool_max,
     )
     # Like the platform's: a burst waits for a free connection instead of failing.
     connections = BlockingConnectionPool.from_url(
-        os.environ["REDIS_URL"], max_connections=int(os.environ.get("REDIS_POOL_MAX", "100"))
+        os.environ["REDIS_URL"], max_connections=settings.redis_pool_max
     )
     app[REDIS] = Redis.from_pool(connections)
     yield

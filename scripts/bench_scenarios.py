@@ -1114,9 +1114,13 @@ async def sse(b: Bench) -> None:
             {"event": "call_routed", "call_id": ids[i], "agent_id": "bench"}
         )
         intended: list[float] = [0.0] * len(ids)
+        # Only an update whose POST was answered 201 is owed to its stream: one the client gave
+        # up on (a timeout under overload) may never have been applied.
+        applied: list[bool] = [False] * len(ids)
 
         def mark(i: int, response: Response | None, sent_at: float, done: float) -> None:
             intended[i] = sent_at
+            applied[i] = response is not None and response.status == 201
 
         delivered = lambda: f"{sum(1 for a in arrived if a is not None):,} delivered"  # noqa: E731
         posting = await _open_loop_run(
@@ -1130,7 +1134,8 @@ async def sse(b: Bench) -> None:
             extra=delivered,
         )
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(arrived[i] is None for i in open_idx):  # noqa: ASYNC110
+        owed = [i for i in open_idx if applied[i]]
+        while time.monotonic() < deadline and any(arrived[i] is None for i in owed):  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         detail["posting"] = posting
         latencies = sorted(
@@ -1138,7 +1143,7 @@ async def sse(b: Bench) -> None:
             for i in open_idx
             if arrived[i] is not None and intended[i]
         )
-        lost = sum(1 for i in open_idx if arrived[i] is None)
+        lost = sum(1 for i in owed if arrived[i] is None)
         disorder = sum(1 for r in received if r and r != sorted(set(r)))
         gaps = sum(1 for r in received if r and r[0] != 1)
         open_streams_metric = await _open_streams(b, secret)
@@ -1162,6 +1167,7 @@ async def sse(b: Bench) -> None:
                 "max": round(latencies[-1], 2) if latencies else None,
             },
             "lost_updates": lost,
+            "updates_not_answered": len(open_idx) - len(owed),
             "out_of_order_or_repeated": disorder,
             "first_message_not_seq_1": gaps,
             "api_rss_mib": {
@@ -1198,9 +1204,10 @@ async def sse(b: Bench) -> None:
             "ms",
             100,
             kind="max",
-            errors=lost,
+            errors=lost + posting["errors"],
             comparable=comparable,
-            note=f"{rate:g} updates/s",
+            note=f"{rate:g} updates/s"
+            + (f", {posting['errors']:,} POSTs unanswered" if posting["errors"] else ""),
         )
     )
     if rss_peak[0]:

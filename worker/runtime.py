@@ -20,6 +20,10 @@ from core.settings import Settings, get_settings
 
 T = TypeVar("T")
 
+# A job holds at most one connection for its moves, one for its uploads and one for the
+# publisher's outbox deletes at a time; a few more cover upload failures written concurrently.
+POOL_MAX = 6
+
 
 class Runtime:
     def __init__(self, settings: Settings) -> None:
@@ -28,7 +32,8 @@ class Runtime:
             target=self._loop.run_forever, name="worker-loop", daemon=True
         )
         self._thread.start()
-        self.stores: Stores = self.run(Stores.open(settings))
+        pool_max = min(POOL_MAX, settings.db_pool_max)
+        self.stores: Stores = self.run(Stores.open(settings, pool_max=pool_max))
         self.transitions = Transitions(self.stores)
         self.timers = Timers(self.stores.redis)
         self.recordings = Recordings(self.stores)

@@ -38,6 +38,8 @@ FAST = {
     "SCHEDULER_LOCK_TTL_MS": "1500",
     "UPLOAD_BACKOFF_BASE_MS": "100",
     "STREAM_PING_S": "1",
+    # Several platforms (two APIs each, some of them) share one PostgreSQL's max_connections.
+    "DB_POOL_MAX": "10",
 }
 
 

@@ -1,0 +1,72 @@
+"""Upkeep rebuilds a key's limit leases only when Redis lost the key's lease set."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from fakeredis.aioredis import FakeRedis
+
+from core import keys
+from core.settings import Settings
+from db import calls as db_calls
+from scheduler.upkeep import Upkeep
+
+KEY = "7d1c9a60-5b2e-4c0f-8f3a-2e6b9d4a1c77"
+CREATED = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def active_in_postgres(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The key's calls PostgreSQL has as active; the test fills it."""
+    active: list[str] = []
+
+    async def keys_with_active(conn: Any) -> list[str]:
+        return [KEY] if active else []
+
+    async def active_by_key(conn: Any, key_ids: list[str]) -> list[dict[str, Any]]:
+        return [{"call_id": c, "key_id": KEY, "created_at": CREATED} for c in active]
+
+    async def ended_among(conn: Any, call_ids: list[str]) -> set[str]:
+        return set(call_ids) - set(active)
+
+    monkeypatch.setattr(db_calls, "fetch_keys_with_active_calls", keys_with_active)
+    monkeypatch.setattr(db_calls, "fetch_active_by_key", active_by_key)
+    monkeypatch.setattr(db_calls, "fetch_ended_among", ended_among)
+    return active
+
+
+def upkeep(redis: FakeRedis) -> Upkeep:
+    stores = SimpleNamespace(settings=Settings(_env_file=None), redis=redis, pool=object())
+    return Upkeep(stores)  # type: ignore[arg-type]
+
+
+async def leases(redis: FakeRedis) -> set[str]:
+    return {m.decode() for m in await redis.zrange(keys.leases(KEY), 0, -1)}
+
+
+async def test_a_lost_lease_set_is_rebuilt_from_the_active_calls(
+    redis: FakeRedis, active_in_postgres: list[str]
+) -> None:
+    active_in_postgres += ["call-a", "call-b"]
+
+    reclaimed, restored = await upkeep(redis).mend_leases()
+
+    assert (reclaimed, restored) == (0, 2)
+    assert await leases(redis) == {"call-a", "call-b"}
+
+
+async def test_a_lease_set_that_exists_is_left_as_the_limiter_keeps_it(
+    redis: FakeRedis, active_in_postgres: list[str]
+) -> None:
+    # call-b ended and gave its slot back after PostgreSQL was read as having it active:
+    # putting its lease back would hold a phantom slot until the lease check reclaims it.
+    await redis.zadd(keys.leases(KEY), {"call-a": 1})
+    active_in_postgres += ["call-a", "call-b"]
+
+    _, restored = await upkeep(redis).mend_leases()
+
+    assert restored == 0
+    assert await leases(redis) == {"call-a"}
