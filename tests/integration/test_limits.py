@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 
+import asyncpg
 import pytest
 from redis.asyncio import Redis
 
@@ -152,17 +153,21 @@ async def test_leases_lost_with_redis_are_restored_from_postgresql(
 ) -> None:
     api = Api(http, slow_platform, await slow_platform.new_key(max_cps=100))
     redis = Redis.from_url(slow_platform.redis_url)
+    pg = await asyncpg.connect(slow_platform.dsn)
     try:
         assert [(await api.create_call())[0] for _ in range(3)] == [201] * 3
-        lease_key = [k async for k in redis.scan_iter(match=keys.lease_keys_pattern())]
-        await redis.delete(*lease_key)
+        # This key's own set: the module's earlier calls may still hold leases of other keys.
+        lease_key = keys.leases(await key_id_of(api, pg))
+        assert await redis.zcard(lease_key) == 3
+        await redis.delete(lease_key)
 
-        await wait_until(lambda: _zcard_is(redis, lease_key[0], 3), timeout=2)
+        await wait_until(lambda: _zcard_is(redis, lease_key, 3), timeout=2)
 
         status, body, _ = await api.create_call()
         assert (status, body["message"]) == (429, CONCURRENCY_MESSAGE)
     finally:
         await redis.aclose()
+        await pg.close()
 
 
 async def _zcard_is(redis: Redis, key, count: int) -> bool:
