@@ -23,10 +23,6 @@ class DueTimer:
     member: str
     due_ms: int
 
-    @property
-    def kind(self) -> str:
-        return keys.timer_kind(self.member)
-
 
 class Timers:
     def __init__(self, redis: Redis) -> None:

@@ -100,7 +100,7 @@ class Transitions:
 
     async def apply_event(
         self,
-        conn: asyncpg.Connection | asyncpg.Pool,
+        conn: db_calls.Executor,
         call: Row,
         event: Event,
         *,

@@ -11,7 +11,6 @@ one.
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
@@ -19,8 +18,6 @@ from rq import Queue
 
 from core import keys
 from core.clock import now_ms
-
-log = logging.getLogger(__name__)
 
 # A job that runs longer than this is killed by RQ (its timers are resumed by upkeep).
 JOB_TIMEOUT_S = 60

@@ -60,20 +60,17 @@ async def metrics(request: web.Request) -> web.Response:
             f"# TYPE mockcomms_{name} {kind}",
             f"mockcomms_{name} {value}",
         ]
-    lines += [
-        "# HELP mockcomms_queue_depth Jobs waiting in each RQ queue.",
-        "# TYPE mockcomms_queue_depth gauge",
-    ]
-    for queue in (keys.TIMERS_QUEUE,):
-        depth = await stores.redis.llen(f"rq:queue:{queue}")
-        lines.append(f'mockcomms_queue_depth{{queue="{queue}"}} {depth}')
     now = now_ms()
     async with stores.redis.pipeline(transaction=False) as pipe:
+        pipe.llen(f"rq:queue:{keys.TIMERS_QUEUE}")
         for kind in keys.TIMER_KINDS:
             pipe.zcard(keys.timers(kind))
             pipe.zcount(keys.timers(kind), "-inf", now)
-        counts = await pipe.execute()
+        depth, *counts = await pipe.execute()
     lines += [
+        "# HELP mockcomms_queue_depth Jobs waiting in the RQ queue.",
+        "# TYPE mockcomms_queue_depth gauge",
+        f'mockcomms_queue_depth{{queue="{keys.TIMERS_QUEUE}"}} {depth}',
         "# HELP mockcomms_timers_pending Timers set, by kind (adv: move a call on, upl: upload).",
         "# TYPE mockcomms_timers_pending gauge",
         *(

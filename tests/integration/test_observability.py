@@ -113,3 +113,6 @@ async def test_prometheus_text_has_latency_lateness_and_upload_figures(
     assert re.search(r"^mockcomms_upload_attempts_total [1-9]\d*$", text, re.M)
     assert "mockcomms_upload_attempts_failed_total 0" in text
     assert re.search(r'^mockcomms_queue_depth\{queue="timers"\} \d+$', text, re.M)
+    for gauge in ("pending", "overdue"):
+        for kind in ("adv", "upl"):
+            assert re.search(rf'^mockcomms_timers_{gauge}\{{kind="{kind}"\}} \d+$', text, re.M)
