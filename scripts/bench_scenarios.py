@@ -386,20 +386,38 @@ async def ceiling_wrk(
 # -- scenarios -------------------------------------------------------------------------------
 
 
-async def post_calls(b: Bench) -> None:
-    """POST /calls, 64 clients, closed loop (wrk): throughput."""
-    secret, key_id = await b.key("post-calls")
+@dataclass
+class PostCallsRun:
+    secret: str
+    key_id: str | None
+    ceiling: float | None
+    info: dict[str, Any]
+    result: wrk.WrkResult
+    held: bool
+
+
+async def _post_calls_wrk(b: Bench, scenario: str, clients: int, metric: str) -> PostCallsRun:
+    """`POST /calls` from `clients` wrk connections, the workers held, beside the bare app's
+    run whose `metric` is the ceiling."""
+    secret, key_id = await b.key(scenario.replace("_", "-"))
     script = wrk.lua_script(
         "POST", "/calls", body=CALL_BODY, headers={"Authorization": f"Bearer {secret}"}
     )
-    ceiling = await ceiling_wrk(b, "POST 64c", script, 64, "ok_per_s")
-    info = b.detail("post_calls")
+    ceiling = await ceiling_wrk(b, f"POST {clients}c", script, clients, metric)
+    info = b.detail(scenario)
     async with b.api_alone() as held:
-        result = await b.wrk("POST /calls", b.base_url, script, 64, into=info)
+        result = await b.wrk("POST /calls", b.base_url, script, clients, into=info)
     info["workers_held"] = held
+    return PostCallsRun(secret, key_id, ceiling, info, result, held)
+
+
+async def post_calls(b: Bench) -> None:
+    """POST /calls, 64 clients, closed loop (wrk): throughput."""
+    run = await _post_calls_wrk(b, "post_calls", 64, "ok_per_s")
+    result = run.result
     if result.errors:
-        client = b.client(secret, 1)
-        info["error_example"] = await b.sample_error(
+        client = b.client(run.secret, 1)
+        run.info["error_example"] = await b.sample_error(
             client, client.raw("POST", "/calls", CALL_BODY.encode())
         )
         await client.close()
@@ -410,27 +428,20 @@ async def post_calls(b: Bench) -> None:
             round(result.ok_per_s, 1),
             "/s",
             1500,
-            ceiling=ceiling,
+            ceiling=run.ceiling,
             errors=result.errors,
-            note=f"{b.opts.duration:g} s" + (", workers held" if held else ""),
+            note=f"{b.opts.duration:g} s" + (", workers held" if run.held else ""),
         )
     )
     answered = result.requests - result.non_2xx
-    check = await b.drain_and_verify("post_calls", key_id, None, answered)
+    check = await b.drain_and_verify("post_calls", run.key_id, None, answered)
     _add_check(b, "post_calls_checked", "POST /calls run: calls completed once, recorded", check)
 
 
 async def post_latency(b: Bench) -> None:
     """POST /calls latency: 16 clients closed loop (wrk)."""
-    secret, key_id = await b.key("post-latency")
-    script = wrk.lua_script(
-        "POST", "/calls", body=CALL_BODY, headers={"Authorization": f"Bearer {secret}"}
-    )
-    ceiling = await ceiling_wrk(b, "POST 16c", script, 16, "p99")
-    info = b.detail("post_latency")
-    async with b.api_alone() as held:
-        result = await b.wrk("POST /calls", b.base_url, script, 16, into=info)
-    info["workers_held"] = held
+    run = await _post_calls_wrk(b, "post_latency", 16, "p99")
+    result = run.result
     b.add(
         Figure(
             "post_calls_p99_ms_16c",
@@ -439,12 +450,13 @@ async def post_latency(b: Bench) -> None:
             "ms",
             25,
             kind="max",
-            ceiling=ceiling,
+            ceiling=run.ceiling,
             errors=result.errors,
-            note=f"{result.ok_per_s:,.0f}/s answered" + (", workers held" if held else ""),
+            note=f"{result.ok_per_s:,.0f}/s answered" + (", workers held" if run.held else ""),
         )
     )
-    check = await b.drain_and_verify("post_latency", key_id, None, result.requests - result.non_2xx)
+    answered = result.requests - result.non_2xx
+    check = await b.drain_and_verify("post_latency", run.key_id, None, answered)
     _add_check(b, "post_latency_checked", "16-client run: calls completed once, recorded", check)
 
 
