@@ -55,7 +55,7 @@ class EventService:
     def __init__(self, stores: Stores, transitions: Transitions) -> None:
         self._stores = stores
         self._transitions = transitions
-        self._rate = EventRate(stores.redis)
+        self._rate = EventRate(stores.mux)
 
     async def ingest(self, key: ApiKey, posted: PostedEvent) -> Ingested:
         """Apply one posted event within the key's events-per-second allowance."""

@@ -6,11 +6,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-
 from calls.views import call_from_live, live_json
 from core import keys
+from core.redis_mux import Batch, Client
 
 # Sent whole with EVAL (Redis caches it by its digest): an EVALSHA script in a redis-py pipeline
 # costs a SCRIPT EXISTS round trip before every execute. Comment lines are not sent.
@@ -24,11 +22,11 @@ ENDED_TTL_MS = 60 * 60 * 1000
 
 
 class LiveState:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Client) -> None:
         self._redis = redis
 
     @staticmethod
-    def write(pipe: Pipeline, row: Mapping[str, Any]) -> None:
+    def write(pipe: Batch, row: Mapping[str, Any]) -> None:
         """Queue on `pipe` the write of a call row from PostgreSQL, unless Redis has newer."""
         ttl_ms = ENDED_TTL_MS if row["status"] == "COMPLETED" else 0
         pipe.eval(

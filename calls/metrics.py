@@ -11,15 +11,15 @@ from collections.abc import Iterable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from core import keys
+from core.redis_mux import Batch, Client
 
 # Upper bounds (ms) of the lateness histogram's buckets; past the last one is +Inf.
 LATENESS_BUCKETS_MS = (1, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000)
 
 
-def observe_lateness(pipe: Pipeline, lateness_ms: Iterable[float]) -> None:
+def observe_lateness(pipe: Batch, lateness_ms: Iterable[float]) -> None:
     """Queue on `pipe` the lateness of fired timers (actual minus due time)."""
     counts: dict[str, int] = {}
     total = 0.0
@@ -35,7 +35,7 @@ def observe_lateness(pipe: Pipeline, lateness_ms: Iterable[float]) -> None:
         pipe.hincrbyfloat(keys.TIMER_LATENESS, "sum_ms", total)
 
 
-def count(pipe: Pipeline | Redis, name: str, amount: int = 1) -> Any:
+def count(pipe: Batch | Client, name: str, amount: int = 1) -> Any:
     return pipe.hincrby(keys.COUNTERS, name, amount)
 
 

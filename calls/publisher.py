@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from calls.stores import Stores
 from core import keys
+from core.redis_mux import Batch
 from db.outbox import delete_published
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ ACK_BATCH = 1_000
 
 
 # Queues commands on a pipeline (see Publisher.publish).
-Queue = Callable[[Pipeline], Awaitable[None]]
+Queue = Callable[[Batch], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +70,7 @@ class Publisher:
             if pause_s:
                 await asyncio.sleep(pause_s)
             try:
-                async with self._stores.redis.pipeline(transaction=False) as pipe:
+                async with self._stores.mux.pipeline() as pipe:
                     if along is not None and attempt == 0:
                         await along(pipe)
                     for payload in payloads:

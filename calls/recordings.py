@@ -42,7 +42,7 @@ class Recordings:
         settings = stores.settings
         self._storage = storage or storage_for(settings)
         self._source = Path(settings.recording_source).resolve()
-        self._live = LiveState(stores.redis)
+        self._live = LiveState(stores.mux)
         self._rng = rng or random.Random()
 
     def backoff_ms(self, attempt: int) -> int:
@@ -73,7 +73,7 @@ class Recordings:
             rows = await db_recordings.finish_uploads(pool, stored)
             counts["uploaded"] = len(rows)
         try:
-            async with self._stores.redis.pipeline(transaction=False) as pipe:
+            async with self._stores.mux.pipeline() as pipe:
                 for row in rows:
                     self._live.write(pipe, row)
                 shared_metrics.count(pipe, "upload_attempts", len(claimed))

@@ -36,8 +36,8 @@ def request_fingerprint(body: Mapping[str, Any]) -> bytes:
 class CallService:
     def __init__(self, stores: Stores, transitions: Transitions) -> None:
         self._stores = stores
-        self._limiter = Limiter(stores.redis)
-        self._live = LiveState(stores.redis)
+        self._limiter = Limiter(stores.mux)
+        self._live = LiveState(stores.mux)
         self._transitions = transitions
 
     async def create(

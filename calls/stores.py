@@ -12,6 +12,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from core.redis_mux import MultiplexedRedis
 from core.settings import Settings
 from db.pool import create_pool
 
@@ -20,7 +21,11 @@ from db.pool import create_pool
 class Stores:
     settings: Settings
     pool: asyncpg.Pool
+    # redis-py's pooled client: pub/sub, scans, blocking waits, transactions.
     redis: Redis
+    # One multiplexed connection for the commands of the request and timer paths: a fraction of
+    # the pooled client's CPU per command (core/redis_mux.py).
+    mux: MultiplexedRedis
 
     @classmethod
     async def open(cls, settings: Settings, *, pool_max: int | None = None) -> Stores:
@@ -40,10 +45,11 @@ class Stores:
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
         redis = Redis.from_pool(connections)
-        return cls(settings, pool, redis)
+        return cls(settings, pool, redis, MultiplexedRedis.from_url(settings.redis_dsn))
 
     async def close(self, timeout_s: float = 3.0) -> None:
         """Close both; connections still busy after `timeout_s` are cut, so a stop never hangs."""
+        await self.mux.aclose()
         await self.redis.aclose()
         try:
             await asyncio.wait_for(self.pool.close(), timeout_s)

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from core import keys
+from core.redis_mux import Batch, Client
 
 # Sent whole with EVAL, so the takes of several kinds share one pipeline (a registered script in
 # a redis-py pipeline costs a SCRIPT EXISTS round trip first).
@@ -29,12 +29,12 @@ class Timers:
         self._redis = redis
 
     @staticmethod
-    def schedule(pipe: Pipeline | Redis, member: str, due_ms: int) -> Any:
+    def schedule(pipe: Batch | Client, member: str, due_ms: int) -> Any:
         """Set a timer (on a pipeline, or awaitable on a client); an existing one is moved."""
         return pipe.zadd(keys.timers(keys.timer_kind(member)), {member: due_ms})
 
     @staticmethod
-    def cancel(pipe: Pipeline | Redis, member: str) -> Any:
+    def cancel(pipe: Batch | Client, member: str) -> Any:
         """Drop a timer (on a pipeline, or awaitable on a client), if it is set."""
         return pipe.zrem(keys.timers(keys.timer_kind(member)), member)
 

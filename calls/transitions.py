@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from redis.asyncio.client import Pipeline
 
 from calls.live import LiveState
 from calls.publisher import Outgoing, Publisher
@@ -22,6 +21,7 @@ from core import keys, logs
 from core.clock import now_ms
 from core.errors import InvalidTransition
 from core.lifecycle import TARGET_OF, Event, Status, next_status, timer_delay_ms
+from core.redis_mux import Batch
 from core.rules import Durations, Thresholds, raised_flags
 from db import calls as db_calls
 from db.calls import Transition
@@ -56,7 +56,7 @@ class Reported:
 class Transitions:
     def __init__(self, stores: Stores, rng: random.Random | None = None) -> None:
         self._stores = stores
-        self._live = LiveState(stores.redis)
+        self._live = LiveState(stores.mux)
         self.publisher = Publisher(stores)
         settings = stores.settings
         self._thresholds = Thresholds(
@@ -234,14 +234,14 @@ class Transitions:
             )
         outgoing = [Outgoing(row["key_id"], message_of(row), row["outbox_id"]) for row in rows]
 
-        async def update_redis(pipe: Pipeline) -> None:
+        async def update_redis(pipe: Batch) -> None:
             await self._queue_redis_updates(pipe, rows)
 
         # One round trip for the updates and the publish; if it fails the publish is retried
         # alone, and what the updates missed upkeep repairs from PostgreSQL.
         await self.publisher.publish(outgoing, along=update_redis)
 
-    async def _queue_redis_updates(self, pipe: Pipeline, rows: Sequence[Row]) -> None:
+    async def _queue_redis_updates(self, pipe: Batch, rows: Sequence[Row]) -> None:
         """Queue each moved call's live view, next timer, lease release and upload on `pipe`."""
         settings = self._stores.settings
         now = now_ms()

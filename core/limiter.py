@@ -6,11 +6,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from redis.asyncio import Redis
-
 from core import keys
 from core.clock import now_ms
 from core.errors import RateLimited
+from core.redis_mux import Client
 
 WINDOW_MS = 1_000
 _SCRIPT = (Path(__file__).parent / "limiter.lua").read_text()
@@ -29,7 +28,7 @@ class Grant:
 
 
 class Limiter:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Client) -> None:
         self._redis = redis
         self._acquire = redis.register_script(_SCRIPT)
 
@@ -60,7 +59,7 @@ class Limiter:
 class EventRate:
     """How many events a key may post per second (fixed one-second windows)."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Client) -> None:
         self._count = redis.register_script(_EVENT_SCRIPT)
 
     async def take(self, key_id: str, per_second: int) -> Grant:

@@ -44,7 +44,7 @@ class Figures:
         job."""
         if self.lateness_ms:
             try:
-                async with runtime().stores.redis.pipeline(transaction=False) as pipe:
+                async with runtime().stores.mux.pipeline() as pipe:
                     shared_metrics.observe_lateness(pipe, self.lateness_ms)
                     shared_metrics.count(pipe, "transitions", self.moved)
                     await pipe.execute()

@@ -52,8 +52,9 @@ class FakeCalls:
 
 @pytest.fixture
 def service(monkeypatch: pytest.MonkeyPatch) -> EventService:
+    redis = FakeRedis(server=FakeServer())
     stores = SimpleNamespace(
-        settings=Settings(_env_file=None), redis=FakeRedis(server=FakeServer()), pool=object()
+        settings=Settings(_env_file=None), redis=redis, mux=redis, pool=object()
     )
     transitions = Transitions(stores)  # type: ignore[arg-type]
 

@@ -25,9 +25,8 @@ HELD_AT = ANSWERED_AT + timedelta(seconds=20)
 
 def transitions(**settings: Any) -> Transitions:
     """Transitions over settings of the test's own; Redis is only referenced, never used."""
-    stores = SimpleNamespace(
-        settings=Settings(_env_file=None, **settings), redis=FakeRedis(server=FakeServer())
-    )
+    redis = FakeRedis(server=FakeServer())
+    stores = SimpleNamespace(settings=Settings(_env_file=None, **settings), redis=redis, mux=redis)
     return Transitions(stores)  # type: ignore[arg-type]
 
 
