@@ -102,6 +102,23 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def parent_pid(pid: int) -> int | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(raw[raw.rindex(")") + 2 :].split()[1])
+
+
+def children(parent: int) -> list[int]:
+    """The processes whose parent is `parent` (on this machine)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and parent_pid(int(entry.name)) == parent:
+            found.append(int(entry.name))
+    return found
+
+
 def rss_bytes(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -399,8 +416,8 @@ class System:
         return api.pid if api else None
 
     async def cpu_snapshot(self) -> dict[str, float]:
-        """CPU seconds used so far by each process of ours and by PostgreSQL's backends serving
-        our database (one figure for all of them)."""
+        """CPU seconds used so far by each process of ours and by every process of a PostgreSQL
+        on this machine (backends, WAL writer, checkpointer: one figure for all of them)."""
         snapshot: dict[str, float] = {}
         for name, process in self.processes.items():
             if process.pid is not None:
@@ -409,13 +426,13 @@ class System:
                     snapshot[name] = used
         if self.pool is not None:
             with contextlib.suppress(Exception):
-                pids = await self.pool.fetch(
-                    "SELECT pid FROM pg_stat_activity WHERE datname = $1", self.database
-                )
-                for row in pids:
-                    used = cpu_seconds(row["pid"])
+                # The postmaster is a backend's parent; its children are all of the server.
+                # Backends the pool opens during a run count from zero (cpu_share).
+                postmaster = parent_pid(await self.pool.fetchval("SELECT pg_backend_pid()"))
+                for pid in [postmaster, *children(postmaster)] if postmaster else []:
+                    used = cpu_seconds(pid)
                     if used is not None:
-                        snapshot[f"pg:{row['pid']}"] = used
+                        snapshot[f"pg:{pid}"] = used
         return snapshot
 
     async def versions(self) -> dict[str, str]:
@@ -432,14 +449,15 @@ class System:
 
 def cpu_share(before: dict[str, float], after: dict[str, float], wall_s: float) -> dict[str, float]:
     """Each process's CPU use between two snapshots, in % of one core; PostgreSQL backends
-    (present in both) summed as `postgres`, workers as `workers`."""
+    summed as `postgres` (one started meanwhile from zero), workers as `workers`."""
     shares: dict[str, float] = {}
     for name, used in after.items():
-        if name not in before or wall_s <= 0:
+        postgres = name.startswith("pg:")
+        if (name not in before and not postgres) or wall_s <= 0:
             continue
-        group = "postgres" if name.startswith("pg:") else name
+        group = "postgres" if postgres else name
         group = "workers" if group.startswith("worker") else group
-        shares[group] = shares.get(group, 0.0) + (used - before[name]) / wall_s * 100
+        shares[group] = shares.get(group, 0.0) + (used - before.get(name, 0.0)) / wall_s * 100
     return {name: round(value, 1) for name, value in shares.items()}
 
 
