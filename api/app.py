@@ -14,6 +14,7 @@ from api.middlewares import authenticate, errors, request_id
 from api.realtime.hub import Hub
 from api.routes import setup_routes
 from calls.events import EventService
+from calls.inserts import CallInserts
 from calls.recordings import Recordings
 from calls.service import CallService
 from calls.stores import Stores
@@ -28,9 +29,12 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.KEYS] = KeyResolver(stores.pool, settings.api_key_cache_ttl_ms)
     transitions = Transitions(stores)
     app[appkeys.TRANSITIONS] = transitions
-    app[appkeys.CALLS] = CallService(stores, transitions)
-    app[appkeys.EVENTS] = EventService(stores, transitions)
+    # One batcher for both: new calls and ingested calls share statements.
+    inserts = CallInserts(stores.pool, transitions.after_commit)
+    app[appkeys.CALLS] = CallService(stores, inserts)
+    app[appkeys.EVENTS] = EventService(stores, transitions, inserts)
     yield
+    await inserts.aclose()
     await transitions.publisher.close()
     await stores.close()
 

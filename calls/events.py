@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from calls.inserts import CallInserts
 from calls.stores import Stores
 from calls.transitions import Reported, Transitions
 from core import logs
@@ -52,9 +53,10 @@ class Ingested:
 
 
 class EventService:
-    def __init__(self, stores: Stores, transitions: Transitions) -> None:
+    def __init__(self, stores: Stores, transitions: Transitions, inserts: CallInserts) -> None:
         self._stores = stores
         self._transitions = transitions
+        self._inserts = inserts
         self._rate = EventRate(stores.mux)
 
     async def ingest(self, key: ApiKey, posted: PostedEvent) -> Ingested:
@@ -104,20 +106,22 @@ class EventService:
         if call_id is None:
             name = f"{key.id}:{posted.event_id}" if posted.event_id else None
             call_id = str(uuid.uuid5(_CALL_IDS, name) if name else uuid.uuid4())
-        row = await db_calls.insert_call(
-            self._stores.pool,
-            call_id=call_id,
-            key_id=key.id,
-            kind="ingested",
-            from_number=posted.from_number,
-            to_number=posted.to_number,
-            metadata=posted.metadata,
-            call_type=posted.call_type,
-            queue_id=posted.queue_id,
-            started_at=occurred_at,
-            event_id=posted.event_id,
-            data={"type": posted.call_type, "queue_id": posted.queue_id},
-            request_id=logs.request_id.get(),
+        # Committed and made visible together with other requests' new calls.
+        row = await self._inserts.submit(
+            db_calls.NewCall(
+                call_id=call_id,
+                key_id=key.id,
+                kind="ingested",
+                from_number=posted.from_number,
+                to_number=posted.to_number,
+                metadata=posted.metadata,
+                call_type=posted.call_type,
+                queue_id=posted.queue_id,
+                started_at=occurred_at,
+                event_id=posted.event_id,
+                data={"type": posted.call_type, "queue_id": posted.queue_id},
+                request_id=logs.request_id.get(),
+            )
         )
         if row is None:
             if posted.event_id is not None:
@@ -127,7 +131,6 @@ class EventService:
                 if earlier is not None and earlier["key_id"] == key.id:
                     return Ingested(earlier, created=False)
             raise Conflict(f"Call {call_id} already exists")
-        await self._transitions.after_commit([row])
         return Ingested(row, created=True)
 
     async def history(self, key: ApiKey, call_id: str) -> list[Mapping[str, Any]]:

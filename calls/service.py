@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import Mapping
@@ -11,9 +12,9 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError
 
+from calls.inserts import CallInserts
 from calls.live import LiveState
 from calls.stores import Stores
-from calls.transitions import Transitions
 from core import logs
 from core.errors import NotFound, Unprocessable
 from core.limiter import Grant, Limiter
@@ -34,11 +35,13 @@ def request_fingerprint(body: Mapping[str, Any]) -> bytes:
 
 
 class CallService:
-    def __init__(self, stores: Stores, transitions: Transitions) -> None:
+    def __init__(self, stores: Stores, inserts: CallInserts) -> None:
         self._stores = stores
         self._limiter = Limiter(stores.mux)
         self._live = LiveState(stores.mux)
-        self._transitions = transitions
+        self._inserts = inserts
+        # Limit slots given back after their request went away (see create).
+        self._undoing: set[asyncio.Task[None]] = set()
 
     async def create(
         self,
@@ -71,9 +74,8 @@ class CallService:
             key.max_concurrent_calls or settings.max_concurrent_calls_per_key,
             key.max_cps or settings.max_cps_per_key,
         )
-        try:
-            row = await db_calls.insert_call(
-                self._stores.pool,
+        inserted = self._inserts.submit(
+            db_calls.NewCall(
                 call_id=call_id,
                 key_id=key.id,
                 kind="simulated",
@@ -84,6 +86,14 @@ class CallService:
                 request_hash=fingerprint,
                 request_id=logs.request_id.get(),
             )
+        )
+        try:
+            row = await asyncio.shield(inserted)
+        except asyncio.CancelledError:
+            # The client went away; the insert goes on, and the slots are given back only if
+            # it does not create the call.
+            inserted.add_done_callback(lambda done: self._undo_unless_created(done, key, call_id))
+            raise
         except BaseException:
             await self._limiter.undo(key.id, call_id)
             raise
@@ -94,8 +104,16 @@ class CallService:
             assert earlier is not None
             return earlier
 
-        await self._transitions.after_commit([row])
         return Created(row, replayed=False, grant=grant)
+
+    def _undo_unless_created(
+        self, inserted: asyncio.Future[Any], key: ApiKey, call_id: str
+    ) -> None:
+        if not inserted.cancelled() and inserted.exception() is None and inserted.result():
+            return
+        task = asyncio.get_running_loop().create_task(self._limiter.undo(key.id, call_id))
+        self._undoing.add(task)
+        task.add_done_callback(self._undoing.discard)
 
     async def _replay(
         self, key: ApiKey, idempotency_key: str, fingerprint: bytes | None

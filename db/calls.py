@@ -42,68 +42,101 @@ class Transition:
     end_reason: str | None = None
 
 
-async def insert_call(
-    conn: Executor,
-    *,
-    call_id: str,
-    key_id: str,
-    kind: str,
-    from_number: str | None,
-    to_number: str | None,
-    metadata: dict[str, Any],
-    idempotency_key: str | None = None,
-    request_hash: bytes | None = None,
-    call_type: str = "voice",
-    queue_id: str | None = None,
-    started_at: datetime | None = None,
-    event_id: str | None = None,
-    data: dict[str, Any] | None = None,
-    request_id: str | None = None,
-) -> asyncpg.Record | None:
-    """Insert a QUEUED call with its first event (seq 1) and its outbox entry, in one statement.
+@dataclass(frozen=True, slots=True)
+class NewCall:
+    """A call to insert as QUEUED with its first event (seq 1)."""
 
-    Returns None when the call id, or the key's `idempotency_key`, is taken already.
+    call_id: str
+    key_id: str
+    kind: str
+    from_number: str | None
+    to_number: str | None
+    metadata: dict[str, Any]
+    idempotency_key: str | None = None
+    request_hash: bytes | None = None
+    call_type: str = "voice"
+    queue_id: str | None = None
+    # When the call began (an ingested call's occurred_at); now() when None.
+    started_at: datetime | None = None
+    event_id: str | None = None
+    data: dict[str, Any] | None = None
+    request_id: str | None = None
+
+
+async def insert_calls(conn: Executor, new: Sequence[NewCall]) -> list[asyncpg.Record | None]:
+    """Insert calls with their first events and outbox entries, in one statement.
+
+    Returns each call's row in the order given, or None where its call id, or its key's
+    `idempotency_key`, is taken already (by an earlier call, or earlier in `new`: the first of
+    several in one statement is the one inserted).
     """
-    return await conn.fetchrow(
+    # Decided here rather than by the order PostgreSQL happens to insert in.
+    firsts: dict[str, NewCall] = {}
+    idempotency_keys: set[tuple[str, str]] = set()
+    for c in new:
+        if c.call_id in firsts:
+            continue
+        if c.idempotency_key is not None:
+            if (c.key_id, c.idempotency_key) in idempotency_keys:
+                continue
+            idempotency_keys.add((c.key_id, c.idempotency_key))
+        firsts[c.call_id] = c
+    unique = list(firsts.values())
+    if not unique:
+        return []
+    rows = await conn.fetch(
         f"""
-        WITH created AS (
+        WITH input AS (
+            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                                 $6::text[], $7::text[], $8::bytea[], $9::text[], $10::text[],
+                                 $11::timestamptz[], $12::text[], $13::text[], $14::text[])
+                AS i(id, api_key_id, kind, from_number, to_number, metadata, idempotency_key,
+                     request_hash, call_type, queue_id, started_at, event_id, data, request_id)
+        ), created AS (
             INSERT INTO calls (id, api_key_id, kind, status, from_number, to_number, metadata,
                                idempotency_key, request_hash, call_type, queue_id, started_at,
                                request_id)
-            VALUES ($1, $2, $3, 'QUEUED', $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()), $14)
+            SELECT id, api_key_id, kind, 'QUEUED', from_number, to_number, metadata::jsonb,
+                   idempotency_key, request_hash, call_type, queue_id,
+                   coalesce(started_at, now()), request_id
+              FROM input
             ON CONFLICT DO NOTHING
             RETURNING *
         ), first_event AS (
             INSERT INTO call_events (call_id, seq, event, from_status, to_status, occurred_at,
                                      event_id, data, created_at)
-            SELECT id, 1, 'call_initiated', NULL, status, started_at, $12::text,
-                   coalesce($13::jsonb, '{{}}'::jsonb), clock_timestamp()
-              FROM created
-         RETURNING created_at AS received_at, data
+            SELECT created.id, 1, 'call_initiated', NULL, created.status, created.started_at,
+                   input.event_id, coalesce(input.data::jsonb, '{{}}'::jsonb), clock_timestamp()
+              FROM created JOIN input ON input.id = created.id
+         RETURNING call_id AS event_call_id, created_at AS received_at, event_id, data
         ), queued AS (
-            INSERT INTO outbox (call_id, seq) SELECT id, 1 FROM created RETURNING id
+            INSERT INTO outbox (call_id, seq) SELECT id, 1 FROM created
+         RETURNING id AS outbox_id, call_id AS outbox_call_id
         )
         SELECT {CALL_COLUMNS}, NULL::text AS previous_status, 'call_initiated' AS event,
-               started_at AS occurred_at, $12::text AS event_id, first_event.data,
-               '{{}}'::text[] AS raised_flags, first_event.received_at,
-               (SELECT id FROM queued) AS outbox_id
-          FROM created, first_event
+               started_at AS occurred_at, event_id, data, '{{}}'::text[] AS raised_flags,
+               received_at, outbox_id
+          FROM created
+          JOIN first_event ON event_call_id = id
+          JOIN queued ON outbox_call_id = id
         """,
-        call_id,
-        key_id,
-        kind,
-        from_number,
-        to_number,
-        metadata,
-        idempotency_key,
-        request_hash,
-        call_type,
-        queue_id,
-        started_at,
-        event_id,
-        data,
-        request_id,
+        [c.call_id for c in unique],
+        [c.key_id for c in unique],
+        [c.kind for c in unique],
+        [c.from_number for c in unique],
+        [c.to_number for c in unique],
+        [orjson.dumps(c.metadata).decode() for c in unique],
+        [c.idempotency_key for c in unique],
+        [c.request_hash for c in unique],
+        [c.call_type for c in unique],
+        [c.queue_id for c in unique],
+        [c.started_at for c in unique],
+        [c.event_id for c in unique],
+        [None if c.data is None else orjson.dumps(c.data).decode() for c in unique],
+        [c.request_id for c in unique],
     )
+    by_id = {row["call_id"]: row for row in rows}
+    return [by_id.get(c.call_id) if firsts.get(c.call_id) is c else None for c in new]
 
 
 async def fetch_calls(conn: Executor, call_ids: Sequence[str]) -> dict[str, asyncpg.Record]:

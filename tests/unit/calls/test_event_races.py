@@ -14,6 +14,7 @@ from fakeredis.aioredis import FakeRedis
 
 from calls import events as events_module
 from calls.events import RACES_BEFORE_GIVING_UP, EventService, PostedEvent
+from calls.inserts import CallInserts
 from calls.transitions import Transitions
 from core.errors import Conflict, InvalidTransition
 from core.lifecycle import Event
@@ -62,7 +63,8 @@ def service(monkeypatch: pytest.MonkeyPatch) -> EventService:
         return None
 
     monkeypatch.setattr(transitions, "after_commit", no_redis)
-    return EventService(stores, transitions)  # type: ignore[arg-type]
+    inserts = CallInserts(stores.pool, no_redis)  # type: ignore[arg-type]
+    return EventService(stores, transitions, inserts)  # type: ignore[arg-type]
 
 
 def use(monkeypatch: pytest.MonkeyPatch, fake: FakeCalls) -> None:
