@@ -13,8 +13,8 @@ from api.auth import KeyResolver
 from api.middlewares import authenticate, errors, request_id
 from api.realtime.hub import Hub
 from api.routes import setup_routes
+from calls.batches import Batcher
 from calls.events import EventService
-from calls.inserts import CallInserts
 from calls.recordings import Recordings
 from calls.service import CallService
 from calls.stores import Stores
@@ -29,12 +29,15 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.KEYS] = KeyResolver(stores.pool, settings.api_key_cache_ttl_ms)
     transitions = Transitions(stores)
     app[appkeys.TRANSITIONS] = transitions
-    # One batcher for both: new calls and ingested calls share statements.
-    inserts = CallInserts(stores.pool, transitions.after_commit)
+    # Concurrent requests' writes share statements: new calls (POST /calls and call_initiated
+    # alike) in one batcher, posted events' transitions in another.
+    inserts = Batcher(transitions.insert)
+    writes = Batcher(transitions.write_decided)
     app[appkeys.CALLS] = CallService(stores, inserts)
-    app[appkeys.EVENTS] = EventService(stores, transitions, inserts)
+    app[appkeys.EVENTS] = EventService(stores, transitions, inserts, writes)
     yield
     await inserts.aclose()
+    await writes.aclose()
     await transitions.publisher.close()
     await stores.close()
 

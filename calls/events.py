@@ -8,14 +8,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from calls.inserts import CallInserts
+from calls.batches import Batcher
 from calls.stores import Stores
-from calls.transitions import Reported, Transitions
+from calls.transitions import Reported, Row, Transitions
 from core import logs
 from core.errors import Conflict, NotFound
 from core.lifecycle import Event
 from core.limiter import EventRate
 from db import calls as db_calls
+from db.calls import NewCall, Transition
 from db.keys import ApiKey
 
 # Namespace of call ids made from (key, event_id) when a call_initiated names no call_id, so
@@ -53,10 +54,17 @@ class Ingested:
 
 
 class EventService:
-    def __init__(self, stores: Stores, transitions: Transitions, inserts: CallInserts) -> None:
+    def __init__(
+        self,
+        stores: Stores,
+        transitions: Transitions,
+        inserts: Batcher[NewCall, Row | None],
+        writes: Batcher[Transition, Row | None],
+    ) -> None:
         self._stores = stores
         self._transitions = transitions
         self._inserts = inserts
+        self._writes = writes
         self._rate = EventRate(stores.mux)
 
     async def ingest(self, key: ApiKey, posted: PostedEvent) -> Ingested:
@@ -83,8 +91,7 @@ class EventService:
                 earlier = await db_calls.fetch_event_by_event_id(pool, call_id, posted.event_id)
                 assert earlier is not None, "events are never deleted"
                 return Ingested(earlier, created=False)
-            row = await self._transitions.apply_event(
-                pool,
+            decided = self._transitions.decide_event(
                 call,
                 posted.event,
                 occurred_at=occurred_at,
@@ -93,8 +100,9 @@ class EventService:
                 agent_id=posted.agent_id,
                 end_reason=posted.end_reason,
             )
+            # Written with other requests' events; None: the call moved on, read it again.
+            row = await self._writes.submit(decided)
             if row is not None:
-                await self._transitions.after_commit([row])
                 return Ingested(row, created=True)
         raise Conflict(
             f"Call {call_id} changed {RACES_BEFORE_GIVING_UP} times while this event was"
@@ -108,7 +116,7 @@ class EventService:
             call_id = str(uuid.uuid5(_CALL_IDS, name) if name else uuid.uuid4())
         # Committed and made visible together with other requests' new calls.
         row = await self._inserts.submit(
-            db_calls.NewCall(
+            NewCall(
                 call_id=call_id,
                 key_id=key.id,
                 kind="ingested",

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError
 
-from calls.inserts import CallInserts
+from calls.batches import Batcher
 from calls.live import LiveState
 from calls.stores import Stores
 from core import logs
@@ -35,7 +35,7 @@ def request_fingerprint(body: Mapping[str, Any]) -> bytes:
 
 
 class CallService:
-    def __init__(self, stores: Stores, inserts: CallInserts) -> None:
+    def __init__(self, stores: Stores, inserts: Batcher[db_calls.NewCall, Any]) -> None:
         self._stores = stores
         self._limiter = Limiter(stores.mux)
         self._live = LiveState(stores.mux)

@@ -98,9 +98,8 @@ class Transitions:
         await self.after_commit(rows)
         return rows
 
-    async def apply_event(
+    def decide_event(
         self,
-        conn: db_calls.Executor,
         call: Row,
         event: Event,
         *,
@@ -110,14 +109,14 @@ class Transitions:
         agent_id: str | None = None,
         end_reason: str | None = None,
     ) -> Row | None:
-        """Apply a posted event to `call` as read; raises InvalidTransition, naming both
-        states, when the state machine does not allow it. Returns None, writing nothing, when
-        the call moved on since it was read (the caller reads it again)."""
+        """The transition a posted event makes on `call` as read, to write with
+        `write_decided`; raises InvalidTransition, naming both states, when the state machine
+        does not allow it."""
         current = Status(call["status"])
         target = next_status(current, event)
         if target is None:
             raise InvalidTransition(current, TARGET_OF[event], event)
-        decided = self.decide(
+        return self.decide(
             call,
             event,
             occurred_at=occurred_at,
@@ -126,8 +125,33 @@ class Transitions:
             agent_id=agent_id,
             end_reason=end_reason,
         )
-        rows = await db_calls.write_transitions(conn, [decided])
-        return rows[0] if rows else None
+
+    async def insert(self, new: list[db_calls.NewCall]) -> list[Row | None]:
+        """Insert new calls in one statement and make them visible; None where the call id or
+        the Idempotency-Key was taken."""
+        rows = await db_calls.insert_calls(self._stores.pool, new)
+        await self._make_visible([row for row in rows if row is not None])
+        return rows
+
+    async def write_decided(self, decided: list[Transition]) -> list[Row | None]:
+        """Write transitions decided from posted events in one statement (compare-and-set) and
+        make them visible; None where the call moved on since it was read (read it again). Of
+        two for one call, only the first is tried: the second would meet the compare-and-set."""
+        firsts: dict[str, Transition] = {}
+        for transition in decided:
+            firsts.setdefault(transition.call_id, transition)
+        unique = sorted(firsts.values(), key=lambda t: t.call_id)  # as write_transitions says
+        written = await db_calls.write_transitions(self._stores.pool, unique)
+        await self._make_visible(written)
+        moved = {row["call_id"]: row for row in written}
+        return [moved.get(t.call_id) if firsts[t.call_id] is t else None for t in decided]
+
+    async def _make_visible(self, rows: Sequence[Row]) -> None:
+        try:
+            await self.after_commit(rows)
+        except Exception:
+            # Committed all the same: upkeep re-arms their timers, the outbox republishes.
+            log.exception("making %d committed changes visible failed", len(rows))
 
     def decide(
         self,

@@ -5,7 +5,8 @@ nothing else, so each figure can be read as a share of what this machine allows.
 
 POST (any path) reads the body, does one Redis INCR and one PostgreSQL INSERT, and answers 201.
 GET /calls/{id} does one Redis HGETALL of `bare:call:<id>` and answers its fields as JSON. The
-same uvloop, aiohttp and pool sizes as the API; no auth, validation, logging or middleware.
+same uvloop, aiohttp, pool sizes and Redis client (core/redis_mux.py) as the API; no auth,
+validation, logging or middleware.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ import asyncpg
 import orjson
 import uvloop
 from aiohttp import web
-from redis.asyncio import BlockingConnectionPool, Redis
 
+from core.redis_mux import MultiplexedRedis
 from core.settings import Settings
 
 TABLE = "bench_bare_inserts"
 POOL = web.AppKey("pool", asyncpg.Pool)
-REDIS = web.AppKey("redis", Redis)
+REDIS = web.AppKey("redis", MultiplexedRedis)
 
 
 async def post(request: web.Request) -> web.Response:
@@ -37,7 +38,9 @@ async def post(request: web.Request) -> web.Response:
 
 
 async def get(request: web.Request) -> web.Response:
-    fields = await request.app[REDIS].hgetall("bare:call:" + request.match_info["call_id"])
+    # The reply comes raw: field, value, field, value, ...
+    flat = await request.app[REDIS].hgetall("bare:call:" + request.match_info["call_id"])
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
     if not fields:
         return web.Response(
             status=404, body=b'{"error":"Not Found"}', content_type="application/json"
@@ -53,11 +56,7 @@ async def stores(app: web.Application) -> AsyncIterator[None]:
         min_size=min(settings.db_pool_min, settings.db_pool_max),
         max_size=settings.db_pool_max,
     )
-    # Like the platform's: a burst waits for a free connection instead of failing.
-    connections = BlockingConnectionPool.from_url(
-        os.environ["REDIS_URL"], max_connections=settings.redis_pool_max
-    )
-    app[REDIS] = Redis.from_pool(connections)
+    app[REDIS] = MultiplexedRedis.from_url(os.environ["REDIS_URL"])
     yield
     await app[REDIS].aclose()
     await app[POOL].close()

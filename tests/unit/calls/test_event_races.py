@@ -13,8 +13,8 @@ from fakeredis import FakeServer
 from fakeredis.aioredis import FakeRedis
 
 from calls import events as events_module
+from calls.batches import Batcher
 from calls.events import RACES_BEFORE_GIVING_UP, EventService, PostedEvent
-from calls.inserts import CallInserts
 from calls.transitions import Transitions
 from core.errors import Conflict, InvalidTransition
 from core.lifecycle import Event
@@ -63,8 +63,8 @@ def service(monkeypatch: pytest.MonkeyPatch) -> EventService:
         return None
 
     monkeypatch.setattr(transitions, "after_commit", no_redis)
-    inserts = CallInserts(stores.pool, no_redis)  # type: ignore[arg-type]
-    return EventService(stores, transitions, inserts)  # type: ignore[arg-type]
+    batchers = Batcher(transitions.insert), Batcher(transitions.write_decided)
+    return EventService(stores, transitions, *batchers)  # type: ignore[arg-type]
 
 
 def use(monkeypatch: pytest.MonkeyPatch, fake: FakeCalls) -> None:
