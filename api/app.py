@@ -52,7 +52,7 @@ async def _recordings(app: web.Application) -> AsyncIterator[None]:
 
 async def _hub(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
-    hub = Hub(app[appkeys.STORES].redis, settings.stream_queue_size, settings.max_streams_per_key)
+    hub = Hub(app[appkeys.STORES].mux, settings.stream_queue_size, settings.max_streams_per_key)
     await hub.start()
     app[appkeys.HUB] = hub
     yield

@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import Redis
-
 from core import keys
 from core.redis_mux import Batch, Client
 
@@ -25,7 +23,7 @@ class DueTimer:
 
 
 class Timers:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Client) -> None:
         self._redis = redis
 
     @staticmethod
@@ -38,10 +36,11 @@ class Timers:
         """Drop a timer (on a pipeline, or awaitable on a client), if it is set."""
         return pipe.zrem(keys.timers(keys.timer_kind(member)), member)
 
-    async def pop_due(self, now_ms: int, limit: int) -> dict[str, list[DueTimer]]:
-        """Take up to `limit` timers of each kind due by `now_ms`, earliest first, in one round
-        trip."""
-        kinds = keys.TIMER_KINDS
+    async def pop_due(
+        self, now_ms: int, limit: int, kinds: Sequence[str] = keys.TIMER_KINDS
+    ) -> dict[str, list[DueTimer]]:
+        """Take up to `limit` timers of each of `kinds` due by `now_ms`, earliest first, in
+        one round trip."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for kind in kinds:
                 pipe.eval(_POP, 1, keys.timers(kind), now_ms, limit)

@@ -18,7 +18,8 @@ import asyncio
 import hashlib
 import ssl
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import hiredis
 from redis._parsers.base import BaseParser
@@ -34,6 +35,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 # these pauses (as the pooled client's Retry does: a command may then run twice, which every
 # caller here tolerates).
 RETRY_PAUSES_S = (0.01, 0.05, 0.25)
+
+_P = TypeVar("_P", bound=asyncio.Protocol)
 
 
 def _encode(arg: Any) -> bytes:
@@ -160,6 +163,56 @@ class _Line(asyncio.Protocol):
         self._fail(RedisConnectionError("Redis connection closed by the client"))
 
 
+class _Subscriber(asyncio.Protocol):
+    """A connection in subscribed mode: each message's payload handed to `on_message` as it is
+    read, with no queue or task between them."""
+
+    def __init__(self, on_message: Callable[[bytes], None]) -> None:
+        loop = asyncio.get_running_loop()
+        self._reader = hiredis.Reader()
+        self._on_message = on_message
+        self._transport: asyncio.Transport | None = None
+        self.subscribed: asyncio.Future[None] = loop.create_future()
+        self.lost: asyncio.Future[Exception] = loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+
+    def send(self, command: tuple[Any, ...]) -> None:
+        assert self._transport is not None
+        self._transport.write(pack(command))
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        try:
+            while (reply := self._reader.gets()) is not False:
+                if isinstance(reply, list) and reply[0] == b"message":
+                    self._on_message(reply[2])
+                elif isinstance(reply, list) and reply[0] == b"subscribe":
+                    if not self.subscribed.done():
+                        self.subscribed.set_result(None)
+                elif isinstance(reply, hiredis.ReplyError):
+                    self._end(BaseParser.parse_error(str(reply)))
+                elif not isinstance(reply, list):  # an AUTH or SELECT answer
+                    continue
+        except hiredis.ProtocolError as exc:
+            self._end(RedisConnectionError(f"Redis protocol error: {exc!r}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(RedisConnectionError(f"Redis closed the connection: {exc or 'end of stream'}"))
+
+    def _end(self, error: Exception) -> None:
+        if not self.subscribed.done():
+            self.subscribed.set_exception(error)
+        if not self.lost.done():
+            self.lost.set_result(error)
+        if self._transport is not None:
+            self._transport.abort()
+
+    def close(self) -> None:
+        self._end(RedisConnectionError("Redis connection closed by the client"))
+
+
 class Script:
     """A Lua script run by its digest, loaded on the first NOSCRIPT (as redis-py's Script)."""
 
@@ -246,27 +299,47 @@ class MultiplexedRedis(AsyncCoreCommands):
             return replies
         raise AssertionError("unreachable")
 
+    async def listen(
+        self,
+        channel: str,
+        on_message: Callable[[bytes], None],
+        on_subscribed: Callable[[], None] | None = None,
+    ) -> None:
+        """Subscribe to `channel` on a connection of its own and hand each message's payload to
+        `on_message` as it is read, until the connection is lost: that is raised."""
+        subscriber = await self._open(lambda: _Subscriber(on_message))
+        try:
+            for command in [*self._hello, ("SUBSCRIBE", channel)]:
+                subscriber.send(command)
+            async with asyncio.timeout(self._timeout_s):
+                await subscriber.subscribed
+            if on_subscribed is not None:
+                on_subscribed()
+            raise await subscriber.lost
+        except TimeoutError as exc:
+            raise RedisTimeoutError(f"Redis did not confirm the subscription: {exc!r}") from exc
+        finally:
+            subscriber.close()
+
+    async def _open(self, protocol: Callable[[], _P]) -> _P:
+        loop = asyncio.get_running_loop()
+        host, port, path, tls = self._address
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                if path:
+                    _, opened = await loop.create_unix_connection(protocol, path)
+                else:
+                    context = ssl.create_default_context() if tls else None
+                    _, opened = await loop.create_connection(protocol, host, port, ssl=context)
+        except (OSError, TimeoutError) as exc:
+            raise RedisConnectionError(f"Cannot connect to Redis: {exc!r}") from exc
+        return opened
+
     async def _connect(self) -> _Line:
         async with self._connecting:
             if self._line is not None and self._line.usable:
                 return self._line
-            loop = asyncio.get_running_loop()
-            host, port, path, tls = self._address
-            try:
-                async with asyncio.timeout(self._connect_timeout_s):
-                    if path:
-                        _, line = await loop.create_unix_connection(
-                            lambda: _Line(self._timeout_s), path
-                        )
-                    else:
-                        _, line = await loop.create_connection(
-                            lambda: _Line(self._timeout_s),
-                            host,
-                            port,
-                            ssl=ssl.create_default_context() if tls else None,
-                        )
-            except (OSError, TimeoutError) as exc:
-                raise RedisConnectionError(f"Cannot connect to Redis: {exc!r}") from exc
+            line = await self._open(lambda: _Line(self._timeout_s))
             if self._hello:
                 # AUTH and SELECT: a refusal (a wrong password) is raised as Redis words it.
                 for reply in await _replies(line.send([pack(c) for c in self._hello])):

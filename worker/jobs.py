@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
@@ -54,9 +55,9 @@ class Figures:
 
 
 async def _drain() -> dict[str, int]:
-    """Take due timers in batches, one of each kind at a time worked concurrently (an upload
-    waiting on storage does not hold up the moves), until none is due or JOB_DRAIN_MS is up.
-    Returns how many of each kind were taken.
+    """Take due timers in batches until none is due or JOB_DRAIN_MS is up: moves and uploads
+    each in a loop of their own, so neither waits for the other's batch (an upload waiting on
+    storage does not hold up the moves). Returns how many of each kind were taken.
 
     A batch taken but not worked (the process dies, PostgreSQL is away) is not lost: upkeep
     finds its calls and uploads in PostgreSQL with no timer and sets them again.
@@ -64,24 +65,28 @@ async def _drain() -> dict[str, int]:
     rt = runtime()
     settings = rt.stores.settings
     deadline = time.monotonic() + settings.job_drain_ms / 1000
-    taken = {keys.ADVANCE: 0, keys.UPLOAD: 0}
     figures = Figures()
-    try:
+
+    async def take(kind: str, work: Callable[[list[DueTimer]], Awaitable[None]]) -> int:
+        taken = 0
         while True:
-            due = await rt.timers.pop_due(now_ms(), settings.job_batch_size)
-            moves, uploads = due[keys.ADVANCE], due[keys.UPLOAD]
-            if not moves and not uploads:
-                break
-            taken[keys.ADVANCE] += len(moves)
-            taken[keys.UPLOAD] += len(uploads)
-            await asyncio.gather(_advance(moves, figures), _upload(uploads))
-            if time.monotonic() - figures.recorded_at >= RECORD_EVERY_S:
+            due = (await rt.timers.pop_due(now_ms(), settings.job_batch_size, (kind,)))[kind]
+            if not due:
+                return taken
+            taken += len(due)
+            await work(due)
+            if kind == keys.ADVANCE and time.monotonic() - figures.recorded_at >= RECORD_EVERY_S:
                 await figures.record()
             if time.monotonic() >= deadline:
-                break
+                return taken
+
+    try:
+        moved, uploaded = await asyncio.gather(
+            take(keys.ADVANCE, lambda due: _advance(due, figures)), take(keys.UPLOAD, _upload)
+        )
     finally:
         await figures.record()
-    return taken
+    return {keys.ADVANCE: moved, keys.UPLOAD: uploaded}
 
 
 async def _advance(due: list[DueTimer], figures: Figures) -> None:

@@ -35,7 +35,7 @@ class Runtime:
         pool_max = min(POOL_MAX, settings.db_pool_max)
         self.stores: Stores = self.run(Stores.open(settings, pool_max=pool_max))
         self.transitions = Transitions(self.stores)
-        self.timers = Timers(self.stores.redis)
+        self.timers = Timers(self.stores.mux)
         self.recordings = Recordings(self.stores)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from core import keys
 from core.errors import RateLimited
+from core.redis_mux import MultiplexedRedis
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,9 @@ class Subscription:
 
 
 class Hub:
-    def __init__(self, redis: Redis, queue_size: int = 256, streams_per_key: int = 100) -> None:
+    def __init__(
+        self, redis: MultiplexedRedis, queue_size: int = 256, streams_per_key: int = 100
+    ) -> None:
         self._redis = redis
         self._queue_size = queue_size
         self._streams_per_key = streams_per_key
@@ -124,27 +126,26 @@ class Hub:
                 for sub in subs:
                     sub.offer(RESYNC)
 
+    def _on_message(self, payload: bytes) -> None:
+        try:
+            self.dispatch(payload)
+        except (ValueError, KeyError, TypeError):
+            log.exception("dropping malformed pub/sub message")
+
+    def _on_subscribed(self) -> None:
+        if self._subscribed.is_set():
+            self._resync_all()  # messages published while we were away are in history
+        self._subscribed.set()
+
     async def _listen(self) -> None:
         backoff_s = 0.1
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            started = asyncio.get_running_loop().time()
             try:
-                await pubsub.subscribe(keys.EVENTS_CHANNEL)
-                if self._subscribed.is_set():
-                    self._resync_all()  # messages published while we were away are in history
-                self._subscribed.set()
-                backoff_s = 0.1
-                while True:
-                    item = await pubsub.get_message(timeout=None)
-                    if item is not None and item["type"] == "message":
-                        try:
-                            self.dispatch(item["data"])
-                        except (ValueError, KeyError):
-                            log.exception("dropping malformed pub/sub message")
+                await self._redis.listen(keys.EVENTS_CHANNEL, self._on_message, self._on_subscribed)
             except (RedisError, OSError) as exc:
                 log.warning("realtime subscription lost (%s); reconnecting", exc)
-                await asyncio.sleep(backoff_s)
-                backoff_s = min(backoff_s * 2, 5.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+            if asyncio.get_running_loop().time() - started > 5.0:
+                backoff_s = 0.1  # it was up a while: this is a new outage
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, 5.0)

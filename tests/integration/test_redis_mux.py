@@ -168,3 +168,23 @@ async def test_a_wrong_password_is_refused_as_redis_words_it(server) -> None:
     with pytest.raises(AuthenticationError, match="AUTH"):
         await client.get("k")
     await client.aclose()
+
+
+async def test_a_subscriber_gets_every_message_in_order_until_its_connection_is_lost(
+    mux, plain
+) -> None:
+    received: list[bytes] = []
+    subscribed = asyncio.Event()
+    listening = asyncio.create_task(mux.listen("updates", received.append, subscribed.set))
+    await asyncio.wait_for(subscribed.wait(), 5)
+    for n in range(1000):
+        await plain.publish("updates", f"m{n}")
+    await plain.publish("elsewhere", "not ours")
+    async with asyncio.timeout(5):
+        while len(received) < 1000:
+            await asyncio.sleep(0.01)
+    assert received == [f"m{n}".encode() for n in range(1000)]
+
+    await plain.client_kill_filter(_type="pubsub")
+    with pytest.raises(RedisConnectionError, match="closed the connection"):
+        await asyncio.wait_for(listening, 5)
