@@ -30,6 +30,12 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
         init=_init_connection,
         reset=_keep_session,
         command_timeout=10,
+        # asyncpg prepares every statement; after five runs PostgreSQL may keep one generic
+        # plan for it, made from the table as it was then. A fresh database's first batches
+        # of moves got a hash join over a sequential scan of calls, kept while the table grew:
+        # 22 million rows read in 25 s of the end-to-end benchmark, PostgreSQL saturated.
+        # Planning each run costs tens of microseconds per statement; batches amortise it.
+        server_settings={"plan_cache_mode": "force_custom_plan"},
     )
 
 

@@ -1,0 +1,88 @@
+"""The pool's statements keep finding calls by their key after the table has grown: a plan
+PostgreSQL cached while the table was empty (a sequential scan) must not stay in use."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from db import calls as db_calls
+from db.migrate import migrate
+from db.pool import create_pool
+from tests.integration.platform import server_dsn, with_database
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def fresh_dsn() -> AsyncIterator[str]:
+    """A database of its own, migrated and empty, as a new deployment's is."""
+    name = f"mc_plans_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(server_dsn())
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = with_database(server_dsn(), name)
+    conn = await asyncpg.connect(dsn)
+    await migrate(conn)
+    await conn.close()
+    try:
+        yield dsn
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def seq_scans_of_calls(conn: asyncpg.Connection) -> int:
+    """Sequential scans of `calls` in this connection's open transaction."""
+    return await conn.fetchval(
+        "SELECT coalesce(sum(seq_scan), 0) FROM pg_stat_xact_user_tables WHERE relname = 'calls'"
+    )
+
+
+def routed(call_id: str) -> db_calls.Transition:
+    return db_calls.Transition(
+        call_id, 1, "QUEUED", "RINGING", "call_routed", [], [], datetime.now(UTC)
+    )
+
+
+async def test_statements_prepared_on_an_empty_table_use_the_key_once_it_has_grown(
+    fresh_dsn,
+) -> None:
+    pool = await create_pool(fresh_dsn, min_size=1, max_size=1)
+    try:
+        key_id = await pool.fetchval(
+            "INSERT INTO api_keys (name, key_hash, key_prefix) VALUES ('plans', $1, 'p')"
+            " RETURNING id::text",
+            uuid.uuid4().bytes * 2,
+        )
+
+        def new_calls(count: int) -> list[db_calls.NewCall]:
+            return [
+                db_calls.NewCall(str(uuid.uuid4()), key_id, "simulated", "+1", "+2", {})
+                for _ in range(count)
+            ]
+
+        # Prepared and run while the table is nearly empty, more than the 5 times after which
+        # PostgreSQL may settle on one generic plan for a statement.
+        early = new_calls(10)
+        await db_calls.insert_calls(pool, early)
+        for call in early:
+            await db_calls.write_transitions(pool, [routed(call.call_id)])
+            await db_calls.fetch_calls(pool, [call.call_id])
+        grown = new_calls(20_000)
+        for start in range(0, len(grown), 1_000):
+            await db_calls.insert_calls(pool, grown[start : start + 1_000])
+
+        async with pool.acquire() as conn, conn.transaction():
+            before = await seq_scans_of_calls(conn)
+            moved = await db_calls.write_transitions(
+                conn, [routed(grown[7].call_id), routed(grown[19_000].call_id)]
+            )
+            found = await db_calls.fetch_calls(conn, [grown[8].call_id])
+            assert await seq_scans_of_calls(conn) == before, "a statement read the whole table"
+            assert len(moved) == 2 and list(found) == [grown[8].call_id]
+    finally:
+        await pool.close()
