@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import shutil
+import uuid
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from calls import storage as storage_module
 from calls.storage import LocalFile, LocalStorage, Redirect, S3Storage, storage_for
 from core.settings import Settings
 
@@ -232,3 +235,33 @@ def test_an_empty_endpoint_means_aws_itself(monkeypatch: pytest.MonkeyPatch) -> 
         "recordings/",
         3600,
     )
+
+
+async def test_concurrent_local_puts_share_directory_fsyncs_each_started_after_its_rename(
+    local: LocalStorage, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What each directory fsync saw in the directory when it started: those names it made
+    # durable. A put may return only once one of them holding its name has finished.
+    synced: list[set[str]] = []
+    real_fsync = storage_module._fsync_directory
+
+    def fsync_seeing(directory: Path) -> None:
+        seen = {p.name for p in directory.iterdir()}
+        real_fsync(directory)
+        synced.append(seen)
+
+    monkeypatch.setattr(storage_module, "_fsync_directory", fsync_seeing)
+    call_ids = [str(uuid.uuid4()) for _ in range(40)]
+
+    async def put(call_id: str) -> None:
+        key = await local.put(call_id, source)
+        assert any(Path(key).name in seen for seen in synced), f"{key} returned before an fsync"
+
+    await asyncio.gather(*(put(call_id) for call_id in call_ids))
+    recordings = [seen for seen in synced if any(name.endswith(".wav") for name in seen)]
+    assert 1 <= len(recordings) < len(call_ids) / 2, f"{len(recordings)} fsyncs for 40 puts"
+
+    # A put after they all finished is made durable by an fsync of its own.
+    before = len(synced)
+    await put(str(uuid.uuid4()))
+    assert len(synced) == before + 1
