@@ -16,7 +16,7 @@ from core.errors import Conflict, NotFound
 from core.lifecycle import Event
 from core.limiter import EventRate
 from db import calls as db_calls
-from db.calls import NewCall, Transition
+from db.calls import EventRead, NewCall, Transition
 from db.keys import ApiKey
 
 # Namespace of call ids made from (key, event_id) when a call_initiated names no call_id, so
@@ -65,7 +65,12 @@ class EventService:
         self._transitions = transitions
         self._inserts = inserts
         self._writes = writes
+        # Concurrent events' calls are read together too.
+        self._reads: Batcher[EventRead, tuple[Row | None, int | None]] = Batcher(self._read)
         self._rate = EventRate(stores.mux)
+
+    async def _read(self, reads: list[EventRead]) -> list[tuple[Row | None, int | None]]:
+        return await db_calls.fetch_calls_for_events(self._stores.pool, reads)
 
     async def ingest(self, key: ApiKey, posted: PostedEvent) -> Ingested:
         """Apply one posted event within the key's events-per-second allowance."""
@@ -79,11 +84,11 @@ class EventService:
         pool = self._stores.pool
         # Optimistic: read the call (and any earlier copy of this event), decide, and write only
         # if the call is still at the seq read. A copy or a timer that got there first makes the
-        # write a no-op, and the next read sees what it did. Two round trips, no transaction.
+        # write a no-op, and the next read sees what it did. Two round trips, no transaction,
+        # each shared with other requests' events.
+        read = EventRead(call_id, key.id, posted.event_id)
         for _ in range(RACES_BEFORE_GIVING_UP):
-            call, earlier_seq = await db_calls.fetch_call_for_event(
-                pool, call_id, key.id, posted.event_id
-            )
+            call, earlier_seq = await self._reads.submit(read)
             if call is None:
                 raise NotFound("Call not found")
             if earlier_seq is not None:

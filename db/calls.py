@@ -147,24 +147,41 @@ async def fetch_calls(conn: Executor, call_ids: Sequence[str]) -> dict[str, asyn
     return {row["call_id"]: row for row in rows}
 
 
-async def fetch_call_for_event(
-    conn: Executor, call_id: str, key_id: str, event_id: str | None
-) -> tuple[asyncpg.Record | None, int | None]:
-    """The call if it is `key_id`'s, and the seq of its event posted under `event_id` if there
-    is one, read together (one snapshot, one round trip)."""
-    row = await conn.fetchrow(
+@dataclass(frozen=True, slots=True)
+class EventRead:
+    """A posted event's call to read: its id, the key that must own it, the event's id."""
+
+    call_id: str
+    key_id: str
+    event_id: str | None
+
+
+async def fetch_calls_for_events(
+    conn: Executor, reads: Sequence[EventRead]
+) -> list[tuple[asyncpg.Record | None, int | None]]:
+    """For each posted event, in the order given: its call if it is the key's, and the seq of
+    its earlier copy (an event of that call with the same event id) if there is one. One
+    statement, one snapshot, for many events."""
+    if not reads:
+        return []
+    rows = await conn.fetch(
         f"""
-        SELECT {CALL_COLUMNS},
+        SELECT asked.n, {CALL_COLUMNS},
                (SELECT e.seq FROM call_events e
-                 WHERE e.call_id = calls.id AND e.event_id = $3) AS earlier_seq
-          FROM calls
-         WHERE id = $1 AND api_key_id = $2
+                 WHERE e.call_id = calls.id AND e.event_id = asked.asked_event_id) AS earlier_seq
+          FROM unnest($1::uuid[], $2::uuid[], $3::text[]) WITH ORDINALITY
+               AS asked(asked_call_id, asked_key_id, asked_event_id, n)
+          JOIN calls ON calls.id = asked.asked_call_id AND calls.api_key_id = asked.asked_key_id
         """,
-        call_id,
-        key_id,
-        event_id,
+        [r.call_id for r in reads],
+        [r.key_id for r in reads],
+        [r.event_id for r in reads],
     )
-    return (row, row["earlier_seq"]) if row else (None, None)
+    found = {row["n"]: row for row in rows}
+    return [
+        (row, row["earlier_seq"]) if (row := found.get(n)) is not None else (None, None)
+        for n in range(1, len(reads) + 1)
+    ]
 
 
 async def write_transitions(

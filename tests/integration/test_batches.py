@@ -19,6 +19,7 @@ from calls.stores import Stores
 from calls.transitions import Reported, Transitions
 from core.lifecycle import Event
 from core.settings import Settings
+from db import calls as db_calls
 from db.calls import NewCall
 from tests.integration.platform import Platform
 
@@ -164,3 +165,32 @@ async def test_events_for_many_calls_share_a_statement_and_two_for_one_call_meet
     assert len(statements) < 10, statements
     seqs = await stores.pool.fetch("SELECT seq FROM calls WHERE id = ANY($1::uuid[])", list(calls))
     assert {row["seq"] for row in seqs} == {2}
+
+
+async def test_events_calls_are_read_together_each_answer_in_its_place(stores, key_id) -> None:
+    transitions = Transitions(stores)
+    (mine, other) = await transitions.insert(
+        [new_call(key_id, kind="ingested", event_id="first"), new_call(key_id, kind="ingested")]
+    )
+    missing = str(uuid.uuid4())
+    reads = [
+        db_calls.EventRead(mine["call_id"], key_id, "first"),  # its earlier copy is seq 1
+        db_calls.EventRead(missing, key_id, None),
+        db_calls.EventRead(other["call_id"], str(uuid.uuid4()), None),  # not that key's
+        db_calls.EventRead(mine["call_id"], key_id, "new"),
+        db_calls.EventRead(mine["call_id"], key_id, None),
+    ]
+    statements: list[int] = []
+    read = Batcher(
+        counted(lambda asked: db_calls.fetch_calls_for_events(stores.pool, asked), statements)
+    )
+    answers = await asyncio.gather(*(read.submit(one) for one in reads))
+
+    assert [(call["call_id"] if call else None, seq) for call, seq in answers] == [
+        (mine["call_id"], 1),
+        (None, None),
+        (None, None),
+        (mine["call_id"], None),
+        (mine["call_id"], None),
+    ]
+    assert statements == [5]

@@ -37,10 +37,12 @@ class FakeCalls:
         self.written: list[Transition] = []
         self.read_count = 0
 
-    async def fetch_call_for_event(self, conn: Any, call_id: str, key_id: str, event_id: Any):
-        row = self.reads[min(self.read_count, len(self.reads) - 1)]
-        self.read_count += 1
-        return row, None
+    async def fetch_calls_for_events(self, conn: Any, reads: Sequence[Any]):
+        answers = []
+        for _ in reads:
+            answers.append((self.reads[min(self.read_count, len(self.reads) - 1)], None))
+            self.read_count += 1
+        return answers
 
     async def write_transitions(self, conn: Any, transitions: Sequence[Transition]):
         if self.losses:
@@ -68,7 +70,7 @@ def service(monkeypatch: pytest.MonkeyPatch) -> EventService:
 
 
 def use(monkeypatch: pytest.MonkeyPatch, fake: FakeCalls) -> None:
-    monkeypatch.setattr(db_calls, "fetch_call_for_event", fake.fetch_call_for_event)
+    monkeypatch.setattr(db_calls, "fetch_calls_for_events", fake.fetch_calls_for_events)
     monkeypatch.setattr(db_calls, "write_transitions", fake.write_transitions)
     assert events_module.db_calls is db_calls
 
