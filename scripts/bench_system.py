@@ -440,6 +440,7 @@ class System:
         if self.pool is not None:
             with contextlib.suppress(Exception):
                 found["postgres"] = await self.pool.fetchval("SHOW server_version")
+                found["postgres_autovacuum"] = await self.pool.fetchval("SHOW autovacuum")
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 info = await self.redis.info("server")
