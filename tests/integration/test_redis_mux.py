@@ -4,8 +4,6 @@ in order, errors and cancellations stay with their command, and the connection h
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,7 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.redis_mux import MultiplexedRedis
-from tests.integration.platform import Process, free_port, redis_server_binary
+from tests.integration.platform import Process, free_port, redis_server_binary, wait_for_port
 
 pytestmark = pytest.mark.integration
 
@@ -35,15 +33,7 @@ class Server:
             "redis", [*args, "--save", "", "--appendonly", "no"], {}, self._workdir / "redis.log"
         )
         self.process.start()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), 0.2),
-            ):
-                return
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        wait_for_port(self.port, "redis-server")
 
     def kill(self) -> None:
         assert self.process is not None
