@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 import asyncpg
@@ -48,9 +49,11 @@ class Stores:
         return cls(settings, pool, redis, MultiplexedRedis.from_url(settings.redis_dsn))
 
     async def close(self, timeout_s: float = 3.0) -> None:
-        """Close both; connections still busy after `timeout_s` are cut, so a stop never hangs."""
-        await self.mux.aclose()
-        await self.redis.aclose()
+        """Close them all; connections still busy after `timeout_s` are cut, so a stop never
+        hangs."""
+        await self.mux.aclose(timeout_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.redis.aclose(), timeout_s)
         try:
             await asyncio.wait_for(self.pool.close(), timeout_s)
         except TimeoutError:

@@ -15,6 +15,7 @@ Pub/sub, blocking commands and transactions stay on redis-py's pooled client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import ssl
 from collections import deque
@@ -357,10 +358,11 @@ class MultiplexedRedis(AsyncCoreCommands):
     def register_script(self, script: str) -> Script:  # type: ignore[override]
         return Script(self, script)
 
-    async def aclose(self) -> None:
+    async def aclose(self, timeout_s: float = 1.0) -> None:
         if self._line is not None:
             self._line.close()
-            await self._line.closed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._line.closed), timeout_s)
             self._line = None
 
 

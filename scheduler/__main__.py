@@ -22,6 +22,10 @@ from scheduler.upkeep import Upkeep
 log = logging.getLogger("scheduler")
 
 
+# Each step of a stop waits at most this long (see Scheduler.run).
+STOP_STEP_S = 0.5
+
+
 class Scheduler:
     def __init__(self, settings: Settings, stores: Stores) -> None:
         self._settings = settings
@@ -33,13 +37,20 @@ class Scheduler:
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
-        tasks = [asyncio.create_task(job()) for job in (self._lead, self._pump, self._tend)]
+        tasks = [
+            asyncio.create_task(job(), name=job.__name__)
+            for job in (self._lead, self._pump, self._tend)
+        ]
         await self._stopping.wait()
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        with contextlib.suppress(RedisError):
-            await self._lock.release()
+        # A stop must fit in the 2 s that honcho, Docker and systemd give before SIGKILL:
+        # whatever has not ended by then is left behind and named.
+        _, pending = await asyncio.wait(tasks, timeout=STOP_STEP_S)
+        if pending:
+            log.warning("stopping: %s did not end", ", ".join(t.get_name() for t in pending))
+        with contextlib.suppress(RedisError, TimeoutError):
+            await asyncio.wait_for(self._lock.release(), STOP_STEP_S)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -97,7 +108,7 @@ async def _main() -> None:
     try:
         await scheduler.run()
     finally:
-        await stores.close()
+        await stores.close(timeout_s=STOP_STEP_S)
 
 
 def main() -> int:
