@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -12,7 +13,8 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from tests.integration.platform import Platform
+from db.migrate import migrate
+from tests.integration.platform import Platform, server_dsn, with_database
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +46,25 @@ async def platform_factory(
     yield start
     for running in started:
         await running.stop()
+
+
+@pytest.fixture
+async def scratch_dsn() -> AsyncIterator[str]:
+    """A migrated database of the test's own (no API reads it)."""
+    database = f"mc_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_dsn())
+    await admin.execute(f'CREATE DATABASE "{database}"')
+    dsn = with_database(server_dsn(), database)
+    try:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        yield dsn
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.close()
 
 
 @pytest.fixture

@@ -9,14 +9,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import asyncpg
 import pytest
 
 from db.keys import hash_secret, insert_key, new_secret
-from db.migrate import migrate
 from tests.integration.platform import ROOT, Platform, free_port, server_dsn, with_database
 
 SECRET = re.compile(r"mc_[A-Za-z0-9_-]{43}")
@@ -46,25 +45,6 @@ def created_secret(done: subprocess.CompletedProcess) -> str:
 
 def unique_name() -> str:
     return f"cli-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-async def scratch_dsn() -> AsyncIterator[str]:
-    """A migrated database of the test's own (no API reads it)."""
-    database = f"mc_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server_dsn())
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    dsn = with_database(server_dsn(), database)
-    try:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-        yield dsn
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
 
 
 async def stored_keys(dsn: str) -> list[dict]:

@@ -4,35 +4,15 @@ PostgreSQL cached while the table was empty (a sequential scan) must not stay in
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
 from db import calls as db_calls
-from db.migrate import migrate
 from db.pool import create_pool
-from tests.integration.platform import server_dsn, with_database
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def fresh_dsn() -> AsyncIterator[str]:
-    """A database of its own, migrated and empty, as a new deployment's is."""
-    name = f"mc_plans_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(server_dsn())
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = with_database(server_dsn(), name)
-    conn = await asyncpg.connect(dsn)
-    await migrate(conn)
-    await conn.close()
-    try:
-        yield dsn
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def seq_scans_of_calls(conn: asyncpg.Connection) -> int:
@@ -49,9 +29,9 @@ def routed(call_id: str) -> db_calls.Transition:
 
 
 async def test_statements_prepared_on_an_empty_table_use_the_key_once_it_has_grown(
-    fresh_dsn,
+    scratch_dsn,
 ) -> None:
-    pool = await create_pool(fresh_dsn, min_size=1, max_size=1)
+    pool = await create_pool(scratch_dsn, min_size=1, max_size=1)
     try:
         key_id = await pool.fetchval(
             "INSERT INTO api_keys (name, key_hash, key_prefix) VALUES ('plans', $1, 'p')"
