@@ -194,8 +194,7 @@ class _Subscriber(asyncio.Protocol):
                         self.subscribed.set_result(None)
                 elif isinstance(reply, hiredis.ReplyError):
                     self._end(BaseParser.parse_error(str(reply)))
-                elif not isinstance(reply, list):  # an AUTH or SELECT answer
-                    continue
+                # Anything else is an AUTH or SELECT answer: nothing to do.
         except hiredis.ProtocolError as exc:
             self._end(RedisConnectionError(f"Redis protocol error: {exc!r}"))
 
