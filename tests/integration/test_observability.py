@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 
 import orjson
 import pytest
@@ -26,6 +28,21 @@ def log_lines(platform: Platform, process: str) -> list[dict]:
     return [orjson.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
+async def logged(platform: Platform, process: str, request_id: str, timeout_s: float = 5):
+    """The process's access log lines of `request_id`, once there is one: aiohttp writes the
+    line after the response has gone, so the client can read the answer before it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lines = [
+            e
+            for e in log_lines(platform, process)
+            if e.get("msg") == "request" and e.get("request_id") == request_id
+        ]
+        if lines or time.monotonic() > deadline:
+            return lines
+        await asyncio.sleep(0.02)
+
+
 async def test_every_log_line_is_json(http, chatty: Platform) -> None:
     api = Api(http, chatty, await chatty.new_key(max_cps=100))
     _, created, _ = await api.create_call()
@@ -42,11 +59,7 @@ async def test_one_line_per_request_with_its_id(http, chatty: Platform) -> None:
     api = Api(http, chatty, await chatty.new_key(max_cps=100))
     await api.request("GET", "/calls?limit=1", headers={"X-Request-ID": "trace-list-1"})
 
-    lines = [
-        e
-        for e in log_lines(chatty, "api")
-        if e.get("msg") == "request" and e.get("request_id") == "trace-list-1"
-    ]
+    lines = await logged(chatty, "api", "trace-list-1")
 
     assert len(lines) == 1
     assert (
