@@ -29,9 +29,15 @@ class Stores:
     mux: MultiplexedRedis
 
     @classmethod
-    async def open(cls, settings: Settings, *, pool_max: int | None = None) -> Stores:
+    async def open(
+        cls, settings: Settings, *, pool_max: int | None = None, lookups_only: bool = False
+    ) -> Stores:
+        """`lookups_only`: every statement the process runs finds rows by key (db/pool.py)."""
         pool = await create_pool(
-            settings.dsn, min_size=settings.db_pool_min, max_size=pool_max or settings.db_pool_max
+            settings.dsn,
+            min_size=settings.db_pool_min,
+            max_size=pool_max or settings.db_pool_max,
+            lookups_only=lookups_only,
         )
         # A request waits for a free connection rather than failing when a burst outnumbers the
         # pool, and a command on a connection Redis dropped (a restart) is retried on a new one.

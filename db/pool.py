@@ -22,7 +22,29 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     still rolls back a transaction left open before calling this."""
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+# Planner settings of a pool whose statements all find their rows by key (the workers': calls,
+# recordings and outbox entries by id). asyncpg prepares every statement, and after five runs
+# PostgreSQL may keep one generic plan for it, made from the tables as they were then: on a
+# fresh database, a hash join over a sequential scan of `calls`, kept while the table grew (22
+# million rows read in 25 s of the end-to-end benchmark). With scans and hash or merge joins
+# priced out, the generic plan is the index plan whatever the tables' size, so these statements
+# are planned once per connection instead of on every run (planning was 38% of PostgreSQL's
+# CPU end to end). A statement with no index to use still scans: the settings only price.
+LOOKUP_SETTINGS = {
+    "plan_cache_mode": "auto",
+    "enable_seqscan": "off",
+    "enable_hashjoin": "off",
+    "enable_mergejoin": "off",
+}
+# Every other pool runs statements where a scan can be the right plan (lists, counts, upkeep's
+# sweeps), so each run is planned for its own arguments and the tables as they are.
+GENERAL_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
+
+
+async def create_pool(
+    dsn: str, *, min_size: int = 2, max_size: int = 10, lookups_only: bool = False
+) -> asyncpg.Pool:
+    """A pool for the process; `lookups_only` when every statement it runs finds rows by key."""
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
@@ -30,12 +52,7 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
         init=_init_connection,
         reset=_keep_session,
         command_timeout=10,
-        # asyncpg prepares every statement; after five runs PostgreSQL may keep one generic
-        # plan for it, made from the table as it was then. A fresh database's first batches
-        # of moves got a hash join over a sequential scan of calls, kept while the table grew:
-        # 22 million rows read in 25 s of the end-to-end benchmark, PostgreSQL saturated.
-        # Planning each run costs tens of microseconds per statement; batches amortise it.
-        server_settings={"plan_cache_mode": "force_custom_plan"},
+        server_settings=LOOKUP_SETTINGS if lookups_only else GENERAL_SETTINGS,
     )
 
 

@@ -33,7 +33,8 @@ class Runtime:
         )
         self._thread.start()
         pool_max = min(POOL_MAX, settings.db_pool_max)
-        self.stores: Stores = self.run(Stores.open(settings, pool_max=pool_max))
+        # Jobs move calls and upload recordings by id, nothing else: their plans can be kept.
+        self.stores: Stores = self.run(Stores.open(settings, pool_max=pool_max, lookups_only=True))
         self.transitions = Transitions(self.stores)
         self.timers = Timers(self.stores.mux)
         self.recordings = Recordings(self.stores)

@@ -1,5 +1,6 @@
-"""The pool's statements keep finding calls by their key after the table has grown: a plan
-PostgreSQL cached while the table was empty (a sequential scan) must not stay in use."""
+"""The pools' statements keep finding calls by their key after the table has grown: a plan
+PostgreSQL cached while the table was empty (a sequential scan) must not stay in use. The
+workers' pool (lookups only) keeps one plan per statement; the others plan every run."""
 
 from __future__ import annotations
 
@@ -28,10 +29,11 @@ def routed(call_id: str) -> db_calls.Transition:
     )
 
 
+@pytest.mark.parametrize("lookups_only", [False, True], ids=["general", "lookups"])
 async def test_statements_prepared_on_an_empty_table_use_the_key_once_it_has_grown(
-    scratch_dsn,
+    scratch_dsn, lookups_only: bool
 ) -> None:
-    pool = await create_pool(scratch_dsn, min_size=1, max_size=1)
+    pool = await create_pool(scratch_dsn, min_size=1, max_size=1, lookups_only=lookups_only)
     try:
         key_id = await pool.fetchval(
             "INSERT INTO api_keys (name, key_hash, key_prefix) VALUES ('plans', $1, 'p')"
@@ -64,5 +66,50 @@ async def test_statements_prepared_on_an_empty_table_use_the_key_once_it_has_gro
             found = await db_calls.fetch_calls(conn, [grown[8].call_id])
             assert await seq_scans_of_calls(conn) == before, "a statement read the whole table"
             assert len(moved) == 2 and list(found) == [grown[8].call_id]
+    finally:
+        await pool.close()
+
+
+async def plans_of(pool: asyncpg.Pool, marker: str) -> tuple[int, int]:
+    """(generic, custom) plans made for the connection's prepared statement containing
+    `marker`."""
+    row = await pool.fetchrow(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+        " WHERE statement LIKE '%' || $1 || '%' AND statement NOT LIKE '%pg_prepared%'",
+        marker,
+    )
+    assert row is not None, f"no prepared statement with {marker!r}"
+    return row["generic_plans"], row["custom_plans"]
+
+
+@pytest.mark.parametrize("lookups_only", [False, True], ids=["general", "lookups"])
+async def test_only_the_lookup_pool_keeps_one_plan_per_statement(
+    scratch_dsn, lookups_only: bool
+) -> None:
+    pool = await create_pool(scratch_dsn, min_size=1, max_size=1, lookups_only=lookups_only)
+    try:
+        key_id = await pool.fetchval(
+            "INSERT INTO api_keys (name, key_hash, key_prefix) VALUES ('plans', $1, 'p')"
+            " RETURNING id::text",
+            uuid.uuid4().bytes * 2,
+        )
+        calls = [
+            db_calls.NewCall(str(uuid.uuid4()), key_id, "simulated", "+1", "+2", {})
+            for _ in range(20)
+        ]
+        await db_calls.insert_calls(pool, calls)
+        for call in calls:
+            await db_calls.write_transitions(pool, [routed(call.call_id)])
+            await db_calls.fetch_calls(pool, [call.call_id])
+
+        # The moves' statement, the costliest to plan. (A generic plan is PostgreSQL's choice
+        # where allowed: it keeps planning `fetch_calls` of one id, whose custom plan it
+        # estimates cheaper.)
+        generic, custom = await plans_of(pool, "UPDATE calls c")
+        if lookups_only:
+            # PostgreSQL tries five custom plans before it settles on the generic one.
+            assert generic >= 10 and custom <= 5, (generic, custom)
+        else:
+            assert generic == 0 and custom == 20, (generic, custom)
     finally:
         await pool.close()
