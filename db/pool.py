@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote, urlsplit, urlunsplit
+
 import asyncpg
 import orjson
 
@@ -54,6 +56,11 @@ async def create_pool(
         command_timeout=10,
         server_settings=LOOKUP_SETTINGS if lookups_only else GENERAL_SETTINGS,
     )
+
+
+def with_database(dsn: str, database: str) -> str:
+    """`dsn` naming `database` instead, its query (a socket directory in `host=`, say) kept."""
+    return urlunsplit(urlsplit(dsn)._replace(path="/" + quote(database, safe="")))
 
 
 async def connect(dsn: str) -> asyncpg.Connection:

@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 
 from db.keys import hash_secret
 from db.migrate import migrate
+from db.pool import with_database
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SERVER_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -53,12 +54,6 @@ def free_port() -> int:
 
 def server_dsn() -> str:
     return os.environ.get("DATABASE_URL") or DEFAULT_SERVER_DSN
-
-
-def with_database(dsn: str, database: str) -> str:
-    base, _, rest = dsn.rpartition("/")
-    query = ("?" + rest.split("?", 1)[1]) if "?" in rest else ""
-    return f"{base}/{database}{query}"
 
 
 def redis_server_binary() -> str:

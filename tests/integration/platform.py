@@ -24,6 +24,7 @@ import asyncpg
 
 from db.keys import hash_secret
 from db.migrate import migrate
+from db.pool import with_database
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,12 +83,6 @@ def server_dsn() -> str:
     if not dsn:
         raise RuntimeError("DATABASE_URL is not set: run the suite through scripts/test")
     return dsn
-
-
-def with_database(dsn: str, database: str) -> str:
-    base, _, rest = dsn.rpartition("/")
-    query = ("?" + rest.split("?", 1)[1]) if "?" in rest else ""
-    return f"{base}/{database}{query}"
 
 
 def postgres_bindir() -> Path:
