@@ -44,6 +44,21 @@ def lease_keys_pattern() -> str:
     return f"{PREFIX}:key:{{*}}:leases"
 
 
+def lease_holders() -> str:
+    """Sorted set of the API keys that may hold leases (member key id, score its latest
+    acquire in ms): upkeep's index of the lease sets, so it never walks the keyspace for them.
+    Its member LEASE_HOLDERS_SEEDED (score +inf) says the index is complete."""
+    return f"{PREFIX}:lease-holders"
+
+
+LEASE_HOLDERS_SEEDED = "*"
+
+
+def key_id_of_leases(lease_key: str) -> str:
+    """The API key id in a `leases` key's name."""
+    return lease_key.split("{", 1)[1].split("}", 1)[0]
+
+
 # Timer members: "adv:<call id>:<seq>:<state>" and "upl:<call id>", one sorted set per kind
 # (scored by due time in epoch ms), so each kind's jobs take only their own.
 ADVANCE = "adv"

@@ -12,6 +12,8 @@ from core.errors import RateLimited
 from core.redis_mux import Client
 
 WINDOW_MS = 1_000
+# A key is named in the lease holders' index at most this often per process (keys.py).
+REGISTER_EVERY_MS = 1_000
 _SCRIPT = (Path(__file__).parent / "limiter.lua").read_text()
 _EVENT_SCRIPT = (Path(__file__).parent / "event_rate.lua").read_text()
 
@@ -31,9 +33,16 @@ class Limiter:
     def __init__(self, redis: Client) -> None:
         self._redis = redis
         self._acquire = redis.register_script(_SCRIPT)
+        self._registered_ms: dict[str, int] = {}
 
     async def acquire(self, key_id: str, call_id: str, max_active: int, max_cps: int) -> Grant:
         """Take a lease and a rate slot for `call_id`, or raise RateLimited having taken nothing."""
+        now = now_ms()
+        if now - self._registered_ms.get(key_id, -REGISTER_EVERY_MS) >= REGISTER_EVERY_MS:
+            # Upkeep finds lease sets through this index (a separate key, not in the script,
+            # which touches only this key's hash-tagged keys).
+            await self._redis.zadd(keys.lease_holders(), {key_id: now})
+            self._registered_ms[key_id] = now
         code, limit, remaining, reset_ms = await self._acquire(
             keys=[keys.leases(key_id), keys.rate_window(key_id)],
             args=[call_id, max_active, max_cps, WINDOW_MS],

@@ -22,6 +22,16 @@ log = logging.getLogger(__name__)
 
 # Rows looked at per pass; a backlog larger than this is worked off over several passes.
 PASS_LIMIT = 1_000
+# A key with no lease is dropped from the lease holders' index after this long without one.
+HOLDER_IDLE_MS = 24 * 60 * 60 * 1000
+# Removes a lease holder only if its latest acquire is still older than the cutoff.
+_FORGET_HOLDER = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) < tonumber(ARGV[2]) then
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
+"""
 
 
 @dataclass(slots=True)
@@ -39,6 +49,7 @@ class Upkeep:
         self._timers = Timers(stores.redis)
         self._live = LiveState(stores.redis)
         self._publisher = Publisher(stores)
+        self._forget_holder = stores.redis.register_script(_FORGET_HOLDER)
 
     async def run_once(self) -> UpkeepReport:
         report = UpkeepReport()
@@ -115,21 +126,32 @@ class Upkeep:
         """Drop leases of calls that ended (a worker died before releasing them) and restore
         the leases of keys whose lease set Redis lost. Returns (reclaimed, restored).
 
+        The lease sets are found through the index of the keys that may hold leases
+        (`keys.lease_holders`), not by walking the keyspace, whose size is every call's live
+        state of the last hour: a SCAN of it every pass grew with the traffic. The index is
+        seeded by one SCAN when it is missing (a new deployment, a Redis that lost it).
+
         A key's lease set, while it exists, is kept exact by the limiter and the releases: only
         a missing one is rebuilt. (Rebuilding every key's from a snapshot of the active calls
         put back the lease of any call that ended meanwhile, a phantom that held a slot until
         LEASE_CHECK_AFTER_MS reclaimed it.)"""
         redis, pool = self._stores.redis, self._stores.pool
         settings = self._stores.settings
-        cutoff = now_ms() - settings.lease_check_after_ms
+        now = now_ms()
+        cutoff = now - settings.lease_check_after_ms
+        holders = await self._lease_holders()
+        async with redis.pipeline(transaction=False) as pipe:
+            for key_id in holders:
+                pipe.zrangebyscore(keys.leases(key_id), "-inf", cutoff)
+            olds = await pipe.execute() if holders else []
         reclaimed = 0
-        async for lease_key in redis.scan_iter(match=keys.lease_keys_pattern(), count=500):
-            old = [m.decode() for m in await redis.zrangebyscore(lease_key, "-inf", cutoff)]
+        for key_id, old in zip(holders, olds, strict=True):
             if not old:
                 continue
-            ended = await db_calls.fetch_ended_among(pool, old)
+            ended = await db_calls.fetch_ended_among(pool, [m.decode() for m in old])
             if ended:
-                reclaimed += await redis.zrem(lease_key, *ended)
+                reclaimed += await redis.zrem(keys.leases(key_id), *ended)
+        await self._forget_idle_holders(holders, now - HOLDER_IDLE_MS)
 
         restored = 0
         # Which lease sets are missing is read before the calls are: a call that ends after
@@ -151,5 +173,43 @@ class Upkeep:
                         {row["call_id"]: to_ms(row["created_at"])},
                         nx=True,
                     )
-                restored = sum(await pipe.execute())
+                pipe.zadd(keys.lease_holders(), {row["key_id"]: now for row in active})
+                restored = sum((await pipe.execute())[:-1])
         return reclaimed, restored
+
+    async def _lease_holders(self) -> dict[str, float]:
+        """The keys that may hold leases, with their latest acquire (ms); the index is seeded
+        from a SCAN of the lease sets first if Redis does not have it."""
+        redis = self._stores.redis
+        index = keys.lease_holders()
+        if await redis.zscore(index, keys.LEASE_HOLDERS_SEEDED) is None:
+            found = {
+                keys.key_id_of_leases(k.decode()): now_ms()
+                async for k in redis.scan_iter(match=keys.lease_keys_pattern(), count=1_000)
+            }
+            async with redis.pipeline(transaction=False) as pipe:
+                if found:
+                    pipe.zadd(index, found)
+                pipe.zadd(index, {keys.LEASE_HOLDERS_SEEDED: "+inf"})
+                await pipe.execute()
+            log.info("indexed the lease sets of %d keys", len(found))
+        return {
+            member.decode(): score
+            for member, score in await redis.zrange(index, 0, -1, withscores=True)
+            if member.decode() != keys.LEASE_HOLDERS_SEEDED
+        }
+
+    async def _forget_idle_holders(self, holders: dict[str, float], idle_before: int) -> None:
+        """Drop from the index the keys with no lease whose latest acquire was before
+        `idle_before`; the script keeps one whose acquire came meanwhile."""
+        idle = [key_id for key_id, score in holders.items() if score < idle_before]
+        if not idle:
+            return
+        redis = self._stores.redis
+        async with redis.pipeline(transaction=False) as pipe:
+            for key_id in idle:
+                pipe.exists(keys.leases(key_id))
+            held = await pipe.execute()
+        for key_id, there in zip(idle, held, strict=True):
+            if not there:
+                await self._forget_holder(keys=[keys.lease_holders()], args=[key_id, idle_before])

@@ -185,3 +185,22 @@ async def test_limits_of_one_key_do_not_touch_another(redis: FakeRedis) -> None:
     grant = await Limiter(redis).acquire("key-2", "call-1", MAX_ACTIVE, MAX_CPS)
 
     assert grant.remaining == 1
+
+
+async def test_a_key_that_takes_a_lease_is_named_in_the_lease_holders_index(
+    redis: FakeRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1_000_000]
+    monkeypatch.setattr("core.limiter.now_ms", lambda: clock[0])
+    limiter = Limiter(redis)
+
+    await limiter.acquire(KEY, "call-1", MAX_ACTIVE, MAX_CPS)
+    assert await redis.zscore(keys.lease_holders(), KEY) == 1_000_000
+
+    # Named again at most once a second per process; the score is its latest acquire then.
+    clock[0] += 500
+    await limiter.acquire(KEY, "call-2", MAX_ACTIVE, 100)
+    assert await redis.zscore(keys.lease_holders(), KEY) == 1_000_000
+    clock[0] += 600
+    await limiter.acquire(KEY, "call-3", MAX_ACTIVE, 100)
+    assert await redis.zscore(keys.lease_holders(), KEY) == 1_001_100

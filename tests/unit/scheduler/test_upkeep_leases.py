@@ -7,11 +7,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from fakeredis import FakeServer
 from fakeredis.aioredis import FakeRedis
 
 from core import keys
 from core.settings import Settings
 from db import calls as db_calls
+from scheduler import upkeep as upkeep_module
 from scheduler.upkeep import Upkeep
 
 KEY = "7d1c9a60-5b2e-4c0f-8f3a-2e6b9d4a1c77"
@@ -70,3 +72,82 @@ async def test_a_lease_set_that_exists_is_left_as_the_limiter_keeps_it(
 
     assert restored == 0
     assert await leases(redis) == {"call-a"}
+
+
+class NoScan(FakeRedis):
+    """A Redis whose keyspace must not be walked."""
+
+    def scan_iter(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("upkeep walked the keyspace")
+
+
+@pytest.fixture
+async def no_scan_redis():
+    client = NoScan(server=FakeServer())
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def test_leaked_leases_are_found_through_the_index_not_the_keyspace(
+    no_scan_redis: FakeRedis, active_in_postgres: list[str]
+) -> None:
+    redis = no_scan_redis
+    await redis.zadd(keys.lease_holders(), {keys.LEASE_HOLDERS_SEEDED: "+inf", KEY: 1})
+    await redis.zadd(keys.leases(KEY), {"ended-call": 1, "call-a": 1})
+    active_in_postgres.append("call-a")
+    for i in range(50):  # the live state of other calls: the keyspace is mostly these
+        await redis.hset(keys.call_state(f"call-{i}"), "status", "COMPLETED")
+
+    reclaimed, _ = await upkeep(redis).mend_leases()
+
+    assert reclaimed == 1
+    assert await leases(redis) == {"call-a"}
+
+
+async def test_a_missing_index_is_seeded_from_the_lease_sets_once(
+    redis: FakeRedis, active_in_postgres: list[str]
+) -> None:
+    await redis.zadd(keys.leases(KEY), {"ended-call": 1})
+
+    reclaimed, _ = await upkeep(redis).mend_leases()
+
+    assert reclaimed == 1
+    holders = dict(await redis.zrange(keys.lease_holders(), 0, -1, withscores=True))
+    assert set(holders) == {KEY.encode(), keys.LEASE_HOLDERS_SEEDED.encode()}
+
+
+async def test_a_key_restored_after_redis_lost_its_leases_is_indexed(
+    redis: FakeRedis, active_in_postgres: list[str]
+) -> None:
+    active_in_postgres.append("call-a")
+
+    await upkeep(redis).mend_leases()
+
+    assert await redis.zscore(keys.lease_holders(), KEY) is not None
+
+
+async def test_only_idle_keys_with_no_lease_leave_the_index(
+    redis: FakeRedis, active_in_postgres: list[str]
+) -> None:
+    now = upkeep_module.now_ms()
+    long_ago = now - upkeep_module.HOLDER_IDLE_MS - 1
+    idle_empty, idle_holding, recent = "key-idle-empty", "key-idle-holding", "key-recent"
+    await redis.zadd(
+        keys.lease_holders(),
+        {
+            keys.LEASE_HOLDERS_SEEDED: "+inf",
+            idle_empty: long_ago,
+            idle_holding: long_ago,
+            recent: now,
+        },
+    )
+    active_in_postgres.append("long-call")
+    await redis.zadd(keys.leases(idle_holding), {"long-call": long_ago})
+
+    await upkeep(redis).mend_leases()
+
+    left = {m.decode() for m in await redis.zrange(keys.lease_holders(), 0, -1)}
+    # (KEY is there too: PostgreSQL has an active call of it, whose lease set is restored.)
+    assert left == {keys.LEASE_HOLDERS_SEEDED, idle_holding, recent, KEY}
