@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60),
         registry=registry,
     )
+    app[appkeys.REQUEST_SECONDS_BY_LABELS] = {}
     app.cleanup_ctx.extend([_stores, _recordings, _hub])
     setup_routes(app)
     return app

@@ -26,6 +26,8 @@ HUB = web.AppKey("hub", Hub)
 STARTED_AT = web.AppKey("started_at", float)
 # This process's request latency histogram (method, route, status class).
 REQUEST_SECONDS = web.AppKey("request_seconds", Histogram)
+# Its series by label values, looked up once each (prometheus_client's `labels` takes a lock).
+REQUEST_SECONDS_BY_LABELS = web.AppKey("request_seconds_by_labels", dict)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 # Each aiohttp route and the api.routes.Route that describes it (auth, docs).
 ROUTES = web.AppKey("routes", dict)

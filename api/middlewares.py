@@ -40,6 +40,8 @@ _STATUS: dict[type[DomainError], int] = {
     Unprocessable: 422,
     RateLimited: 429,
 }
+# Any other method a client sends is labelled "other", so it cannot grow the metric's series.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -71,11 +73,17 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
     if not response.prepared:
         response.headers["X-Request-ID"] = rid
     route = request.match_info.route.resource
-    request.app[appkeys.REQUEST_SECONDS].labels(
-        request.method,
+    labels = (
+        request.method if request.method in _METHODS else "other",
         route.canonical if route is not None else "unmatched",
         f"{response.status // 100}xx",
-    ).observe(time.perf_counter() - started)
+    )
+    children = request.app[appkeys.REQUEST_SECONDS_BY_LABELS]
+    histogram = children.get(labels)
+    if histogram is None:
+        # A few dozen at most: the route table's routes, known methods, five status classes.
+        histogram = children[labels] = request.app[appkeys.REQUEST_SECONDS].labels(*labels)
+    histogram.observe(time.perf_counter() - started)
     return response
 
 

@@ -129,3 +129,24 @@ async def test_prometheus_text_has_latency_lateness_and_upload_figures(
     for gauge in ("pending", "overdue"):
         for kind in ("adv", "upl"):
             assert re.search(rf'^mockcomms_timers_{gauge}\{{kind="{kind}"\}} \d+$', text, re.M)
+
+
+async def test_an_unknown_method_is_one_series_however_many_are_sent(
+    http, chatty: Platform
+) -> None:
+    api = Api(http, chatty, await chatty.new_key(max_cps=100))
+    # Methods HTTP's parser lets through (it refuses made-up ones itself, with a 400).
+    for method in ("PROPFIND", "MKCOL", "TRACE"):
+        async with http.request(method, api.url("/nowhere"), headers=api.auth) as response:
+            assert response.status in (404, 405)
+
+    async with http.get(api.url("/metrics?format=prometheus"), headers=api.auth) as response:
+        text = await response.text()
+
+    assert 'method="PROPFIND"' not in text and 'method="TRACE"' not in text
+    assert re.search(
+        r'^mockcomms_request_duration_seconds_count\{method="other",route="unmatched",'
+        r'status="4xx"\} [3-9]',
+        text,
+        re.M,
+    )
