@@ -129,7 +129,8 @@ class Upkeep:
         The lease sets are found through the index of the keys that may hold leases
         (`keys.lease_holders`), not by walking the keyspace, whose size is every call's live
         state of the last hour: a SCAN of it every pass grew with the traffic. The index is
-        seeded by one SCAN when it is missing (a new deployment, a Redis that lost it).
+        seeded by one SCAN when it is missing (a new deployment, a Redis that lost it), and
+        every key with an active call in PostgreSQL is put in it on each pass.
 
         A key's lease set, while it exists, is kept exact by the limiter and the releases: only
         a missing one is rebuilt. (Rebuilding every key's from a snapshot of the active calls
@@ -162,7 +163,10 @@ class Upkeep:
         async with redis.pipeline(transaction=False) as pipe:
             for key_id in key_ids:
                 pipe.exists(keys.leases(key_id))
-            present = await pipe.execute()
+            # Every key with an active call is in the index, whatever the API processes did:
+            # the index heals from PostgreSQL within a pass.
+            pipe.zadd(keys.lease_holders(), dict.fromkeys(key_ids, now))
+            present = (await pipe.execute())[:-1]
         lost = [key_id for key_id, there in zip(key_ids, present, strict=True) if not there]
         active = await db_calls.fetch_active_by_key(pool, lost) if lost else []
         if active:
@@ -173,8 +177,7 @@ class Upkeep:
                         {row["call_id"]: to_ms(row["created_at"])},
                         nx=True,
                     )
-                pipe.zadd(keys.lease_holders(), {row["key_id"]: now for row in active})
-                restored = sum((await pipe.execute())[:-1])
+                restored = sum(await pipe.execute())
         return reclaimed, restored
 
     async def _lease_holders(self) -> dict[str, float]:

@@ -118,9 +118,12 @@ async def test_a_missing_index_is_seeded_from_the_lease_sets_once(
     assert set(holders) == {KEY.encode(), keys.LEASE_HOLDERS_SEEDED.encode()}
 
 
-async def test_a_key_restored_after_redis_lost_its_leases_is_indexed(
+async def test_every_key_with_an_active_call_is_indexed_whatever_the_api_did(
     redis: FakeRedis, active_in_postgres: list[str]
 ) -> None:
+    # The index exists, but the API process never named KEY in it (Redis lost it meanwhile).
+    await redis.zadd(keys.lease_holders(), {keys.LEASE_HOLDERS_SEEDED: "+inf"})
+    await redis.zadd(keys.leases(KEY), {"call-a": 1})
     active_in_postgres.append("call-a")
 
     await upkeep(redis).mend_leases()
