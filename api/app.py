@@ -13,7 +13,7 @@ from api.auth import KeyResolver
 from api.middlewares import authenticate, errors, request_id
 from api.realtime.hub import Hub
 from api.routes import setup_routes
-from calls.batches import Batcher
+from calls.batches import IN_FLIGHT, Batcher
 from calls.events import EventService
 from calls.recordings import Recordings
 from calls.service import CallService
@@ -24,7 +24,9 @@ from core.settings import Settings, get_settings
 
 async def _stores(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
-    stores = await Stores.open(settings)
+    # The batchers' statements (new calls, event reads, event writes) find rows by key: a pool
+    # of their own keeps their plans, each batcher running at most IN_FLIGHT at once.
+    stores = await Stores.open(settings, lookups_max=3 * IN_FLIGHT)
     app[appkeys.STORES] = stores
     app[appkeys.KEYS] = KeyResolver(stores.pool, settings.api_key_cache_ttl_ms)
     transitions = Transitions(stores)

@@ -70,7 +70,7 @@ class EventService:
         self._rate = EventRate(stores.mux)
 
     async def _read(self, reads: list[EventRead]) -> list[tuple[Row | None, int | None]]:
-        return await db_calls.fetch_calls_for_events(self._stores.pool, reads)
+        return await db_calls.fetch_calls_for_events(self._stores.lookups, reads)
 
     async def ingest(self, key: ApiKey, posted: PostedEvent) -> Ingested:
         """Apply one posted event within the key's events-per-second allowance."""

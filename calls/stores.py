@@ -22,6 +22,9 @@ from db.pool import create_pool
 class Stores:
     settings: Settings
     pool: asyncpg.Pool
+    # Statements that find their rows by key, with plans kept (db/pool.py): the workers' only
+    # pool; in the API, a second pool for the batched inserts, event reads and event writes.
+    lookups: asyncpg.Pool
     # redis-py's pooled client: pub/sub, scans, blocking waits, transactions.
     redis: Redis
     # One multiplexed connection for the commands of the request and timer paths: a fraction of
@@ -30,15 +33,26 @@ class Stores:
 
     @classmethod
     async def open(
-        cls, settings: Settings, *, pool_max: int | None = None, lookups_only: bool = False
+        cls,
+        settings: Settings,
+        *,
+        pool_max: int | None = None,
+        lookups_only: bool = False,
+        lookups_max: int | None = None,
     ) -> Stores:
-        """`lookups_only`: every statement the process runs finds rows by key (db/pool.py)."""
+        """`lookups_only`: every statement the process runs finds rows by key (db/pool.py);
+        `lookups_max`: a second pool of that size for those that do."""
         pool = await create_pool(
             settings.dsn,
             min_size=settings.db_pool_min,
             max_size=pool_max or settings.db_pool_max,
             lookups_only=lookups_only,
         )
+        lookups = pool
+        if lookups_max and not lookups_only:
+            lookups = await create_pool(
+                settings.dsn, min_size=1, max_size=lookups_max, lookups_only=True
+            )
         # A request waits for a free connection rather than failing when a burst outnumbers the
         # pool, and a command on a connection Redis dropped (a restart) is retried on a new one.
         connections = BlockingConnectionPool.from_url(
@@ -52,7 +66,7 @@ class Stores:
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
         redis = Redis.from_pool(connections)
-        return cls(settings, pool, redis, MultiplexedRedis.from_url(settings.redis_dsn))
+        return cls(settings, pool, lookups, redis, MultiplexedRedis.from_url(settings.redis_dsn))
 
     async def close(self, timeout_s: float = 3.0) -> None:
         """Close them all; connections still busy after `timeout_s` are cut, so a stop never
@@ -60,7 +74,8 @@ class Stores:
         await self.mux.aclose(timeout_s)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.redis.aclose(), timeout_s)
-        try:
-            await asyncio.wait_for(self.pool.close(), timeout_s)
-        except TimeoutError:
-            self.pool.terminate()
+        for pool in dict.fromkeys((self.pool, self.lookups)):  # one pool or two
+            try:
+                await asyncio.wait_for(pool.close(), timeout_s)
+            except TimeoutError:
+                pool.terminate()

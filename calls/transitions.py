@@ -77,7 +77,7 @@ class Transitions:
         # UPDATE, write and COMMIT took four). A call an event moved in between is left alone,
         # as its timer is stale by then.
         now = datetime.now(UTC)
-        pool = self._stores.pool
+        pool = self._stores.lookups
         current = await db_calls.fetch_calls(pool, [m.call_id for m in unique])
         decided = [
             self.decide(row, Event(m.event), occurred_at=now)
@@ -129,7 +129,7 @@ class Transitions:
     async def insert(self, new: list[db_calls.NewCall]) -> list[Row | None]:
         """Insert new calls in one statement and make them visible; None where the call id or
         the Idempotency-Key was taken."""
-        rows = await db_calls.insert_calls(self._stores.pool, new)
+        rows = await db_calls.insert_calls(self._stores.lookups, new)
         await self._make_visible([row for row in rows if row is not None])
         return rows
 
@@ -141,7 +141,7 @@ class Transitions:
         for transition in decided:
             firsts.setdefault(transition.call_id, transition)
         unique = sorted(firsts.values(), key=lambda t: t.call_id)  # as write_transitions says
-        written = await db_calls.write_transitions(self._stores.pool, unique)
+        written = await db_calls.write_transitions(self._stores.lookups, unique)
         await self._make_visible(written)
         moved = {row["call_id"]: row for row in written}
         return [moved.get(t.call_id) if firsts[t.call_id] is t else None for t in decided]

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
+from calls.stores import Stores
+from core.settings import Settings
 from db import calls as db_calls
 from db.pool import create_pool
 
@@ -113,3 +115,25 @@ async def test_only_the_lookup_pool_keeps_one_plan_per_statement(
             assert generic == 0 and custom == 20, (generic, custom)
     finally:
         await pool.close()
+
+
+@pytest.mark.parametrize("lookups_max", [None, 3], ids=["one pool", "two pools"])
+async def test_the_api_opens_a_lookups_pool_of_its_own_when_asked(
+    scratch_dsn, lookups_max: int | None
+) -> None:
+    # Redis is never reached: the clients connect on first use.
+    settings = Settings(_env_file=None, database_url=scratch_dsn, redis_url="redis://127.0.0.1:1")
+    stores = await Stores.open(settings, pool_max=2, lookups_max=lookups_max)
+    try:
+        general = await stores.pool.fetchval("SHOW plan_cache_mode")
+        lookups = await stores.lookups.fetchval("SHOW plan_cache_mode")
+        assert general == "force_custom_plan"
+        if lookups_max:
+            assert stores.lookups is not stores.pool
+            assert lookups == "auto"
+            assert await stores.lookups.fetchval("SHOW enable_seqscan") == "off"
+            assert stores.lookups.get_max_size() == lookups_max
+        else:
+            assert stores.lookups is stores.pool
+    finally:
+        await stores.close()

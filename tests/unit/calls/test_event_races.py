@@ -26,6 +26,8 @@ from tests.unit.calls.rows import call_row
 
 KEY = ApiKey("7d1c9a60-5b2e-4c0f-8f3a-2e6b9d4a1c77", "k", b"h" * 32, None, None, True)
 CALL_ID = call_row()["call_id"]
+# The pool for statements that find rows by key: the events' reads and writes go there.
+LOOKUPS = object()
 
 
 class FakeCalls:
@@ -38,6 +40,7 @@ class FakeCalls:
         self.read_count = 0
 
     async def fetch_calls_for_events(self, conn: Any, reads: Sequence[Any]):
+        assert conn is LOOKUPS
         answers = []
         for _ in reads:
             answers.append((self.reads[min(self.read_count, len(self.reads) - 1)], None))
@@ -45,6 +48,7 @@ class FakeCalls:
         return answers
 
     async def write_transitions(self, conn: Any, transitions: Sequence[Transition]):
+        assert conn is LOOKUPS
         if self.losses:
             self.losses -= 1
             return []  # another writer moved the call first: the compare-and-set left it alone
@@ -57,7 +61,7 @@ class FakeCalls:
 def service(monkeypatch: pytest.MonkeyPatch) -> EventService:
     redis = FakeRedis(server=FakeServer())
     stores = SimpleNamespace(
-        settings=Settings(_env_file=None), redis=redis, mux=redis, pool=object()
+        settings=Settings(_env_file=None), redis=redis, mux=redis, pool=object(), lookups=LOOKUPS
     )
     transitions = Transitions(stores)  # type: ignore[arg-type]
 
