@@ -25,6 +25,21 @@ async def seq_scans_of_calls(conn: asyncpg.Connection) -> int:
     )
 
 
+async def new_key(pool: asyncpg.Pool) -> str:
+    return await pool.fetchval(
+        "INSERT INTO api_keys (name, key_hash, key_prefix) VALUES ('plans', $1, 'p')"
+        " RETURNING id::text",
+        uuid.uuid4().bytes * 2,
+    )
+
+
+def new_calls(key_id: str, count: int) -> list[db_calls.NewCall]:
+    return [
+        db_calls.NewCall(str(uuid.uuid4()), key_id, "simulated", "+1", "+2", {})
+        for _ in range(count)
+    ]
+
+
 def routed(call_id: str) -> db_calls.Transition:
     return db_calls.Transition(
         call_id, 1, "QUEUED", "RINGING", "call_routed", [], [], datetime.now(UTC)
@@ -37,26 +52,15 @@ async def test_statements_prepared_on_an_empty_table_use_the_key_once_it_has_gro
 ) -> None:
     pool = await create_pool(scratch_dsn, min_size=1, max_size=1, lookups_only=lookups_only)
     try:
-        key_id = await pool.fetchval(
-            "INSERT INTO api_keys (name, key_hash, key_prefix) VALUES ('plans', $1, 'p')"
-            " RETURNING id::text",
-            uuid.uuid4().bytes * 2,
-        )
-
-        def new_calls(count: int) -> list[db_calls.NewCall]:
-            return [
-                db_calls.NewCall(str(uuid.uuid4()), key_id, "simulated", "+1", "+2", {})
-                for _ in range(count)
-            ]
-
+        key_id = await new_key(pool)
         # Prepared and run while the table is nearly empty, more than the 5 times after which
         # PostgreSQL may settle on one generic plan for a statement.
-        early = new_calls(10)
+        early = new_calls(key_id, 10)
         await db_calls.insert_calls(pool, early)
         for call in early:
             await db_calls.write_transitions(pool, [routed(call.call_id)])
             await db_calls.fetch_calls(pool, [call.call_id])
-        grown = new_calls(20_000)
+        grown = new_calls(key_id, 20_000)
         for start in range(0, len(grown), 1_000):
             await db_calls.insert_calls(pool, grown[start : start + 1_000])
 
@@ -90,15 +94,7 @@ async def test_only_the_lookup_pool_keeps_one_plan_per_statement(
 ) -> None:
     pool = await create_pool(scratch_dsn, min_size=1, max_size=1, lookups_only=lookups_only)
     try:
-        key_id = await pool.fetchval(
-            "INSERT INTO api_keys (name, key_hash, key_prefix) VALUES ('plans', $1, 'p')"
-            " RETURNING id::text",
-            uuid.uuid4().bytes * 2,
-        )
-        calls = [
-            db_calls.NewCall(str(uuid.uuid4()), key_id, "simulated", "+1", "+2", {})
-            for _ in range(20)
-        ]
+        calls = new_calls(await new_key(pool), 20)
         await db_calls.insert_calls(pool, calls)
         for call in calls:
             await db_calls.write_transitions(pool, [routed(call.call_id)])
