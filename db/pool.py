@@ -24,11 +24,12 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     still rolls back a transaction left open before calling this."""
 
 
-# Planner settings of a pool whose statements all find their rows by key (the workers': calls,
-# recordings and outbox entries by id). asyncpg prepares every statement, and after five runs
-# PostgreSQL may keep one generic plan for it, made from the tables as they were then: on a
-# fresh database, a hash join over a sequential scan of `calls`, kept while the table grew (22
-# million rows read in 25 s of the end-to-end benchmark). With scans and hash or merge joins
+# Planner settings of a pool whose statements all find their rows by key (the workers' calls,
+# recordings and outbox entries by id; the API's batched inserts, event reads and writes).
+# asyncpg prepares every statement, and after five runs PostgreSQL may keep one generic plan
+# for it, made from the tables as they were then: on a fresh database, a hash join over a
+# sequential scan of `calls`, kept while the table grew (22 million rows read in 25 s of the
+# end-to-end benchmark). With scans and hash or merge joins
 # priced out, the generic plan is the index plan whatever the tables' size, so these statements
 # are planned once per connection instead of on every run (planning was 38% of PostgreSQL's
 # CPU end to end). A statement with no index to use still scans: the settings only price.

@@ -1,6 +1,7 @@
 """The pools' statements keep finding calls by their key after the table has grown: a plan
 PostgreSQL cached while the table was empty (a sequential scan) must not stay in use. The
-workers' pool (lookups only) keeps one plan per statement; the others plan every run."""
+lookups pools (the workers', the API's batchers') keep one plan per statement; the others plan
+every run."""
 
 from __future__ import annotations
 
