@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from api import appkeys
 from api.auth import KeyResolver
-from api.middlewares import authenticate, errors, request_id
+from api.middlewares import authenticate, errors, request_id, security_headers
 from api.realtime.hub import Hub
 from api.routes import setup_routes
 from calls.batches import IN_FLIGHT, Batcher
@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         registry=registry,
     )
     app[appkeys.REQUEST_SECONDS_BY_LABELS] = {}
+    app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.extend([_stores, _recordings, _hub])
     setup_routes(app)
     return app

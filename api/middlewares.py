@@ -60,6 +60,13 @@ def rate_limit_headers(limit: int, remaining: int, reset_s: int) -> dict[str, st
     }
 
 
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every answer (errors, files, streams and WebSocket handshakes too): no browser may
+    guess a type other than the one declared, so a JSON body holding a tenant's markup is never
+    run as a page."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+
+
 @web.middleware
 async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Name the request (the caller's X-Request-ID, or a new id) for the answer, the logs and

@@ -37,6 +37,7 @@ _RATE_HEADERS = {
 
 
 def build_document(routes: list[Route], server_url: str) -> dict[str, Any]:
+    routes = [route for route in routes if not route.hidden]
     json_models = _models(routes)
     _, schema = models_json_schema(
         [

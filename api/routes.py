@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from api import appkeys, models, schemas
-from api.handlers import calls, dashboard, docs, events, health, metrics, recordings, streams
+from api.handlers import calls, docs, events, health, metrics, pages, recordings, streams
 from api.route import AUDIO, HTML, SSE, WEBSOCKET, Route
 
 # One line per route, so the table reads top to bottom (hence no formatter and long lines here).
@@ -17,8 +17,9 @@ ROUTES: list[Route] = [
     Route("GET",  "/health",        health.health,   "Liveness",                      {200: models.Health}, **P),
     Route("GET",  "/ready",         health.ready,    "Readiness: both stores answer", {200: models.Ready, 503: models.Ready}, **P),
     Route("GET",  "/openapi.json",  docs.openapi,    "This document, OpenAPI 3.1",    {200: "application/json"}, **P),
-    Route("GET",  "/docs",          docs.page,       "This document, rendered",       {200: HTML}, **P),
-    Route("GET",  "/dashboard",     dashboard.page,  "The live dashboard page",       {200: HTML}, **P),
+    Route("GET",  "/docs",          pages.page("docs.html"), "This document, rendered", {200: HTML}, **P),
+    Route("GET",  "/dashboard",     pages.page("dashboard.html"), "The live dashboard page", {200: HTML}, **P),
+    Route("GET",  "/static/{name}", pages.asset,     "The pages' scripts and styles", {200: "text/javascript"}, (404,), **P, hidden=True),
     Route("POST", "/calls",         calls.create_call, "Create a simulated call",     {201: models.CreatedCall}, (400, 422, 429), body=schemas.CreateCall,
           headers={"Idempotency-Key": "A repeat replays the first answer; the same key with another body is a 422."}),
     Route("GET",  "/calls",         calls.list_calls, "The key's calls, newest first", {200: models.CallPage}, (400,), query=schemas.ListCalls),

@@ -124,3 +124,96 @@ async def test_calls_posted_as_events_appear_with_their_sla_breach(
     await expect(page.locator("#breaches")).to_have_text("1")
     await page.select_option("#f-flag", "breach")
     await expect(page.locator("tr.call")).to_have_count(1)
+
+
+MARKUP = {
+    # Each would run, load or add an element if it were parsed as HTML.
+    "queue_id": '<img src="/xss-probe-queue" onerror="window.__pwned=1;alert(1)">',
+    "agent_id": '<script>window.__pwned=2</script><b id="injected">agent</b>',
+    "metadata": {"note": "<iframe src=/xss-probe-meta></iframe><svg onload=alert(3)>"},
+}
+
+
+async def test_markup_posted_in_events_shows_as_text_and_runs_nothing(
+    page: Page, platform: Platform, http
+) -> None:
+    """A contact-centre system is a tenant: its queue and agent ids and metadata are text. Shown
+    on the supervisor's page they must stay text: no element made from them, no dialog, no
+    request for what they point at."""
+    key = await platform.new_key()
+    dialogs: list[str] = []
+    requests: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.on("request", lambda request: requests.append(request.url))
+    await sign_in(page, platform, key)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with http.post(
+        platform.base_url + "/events",
+        headers=headers,
+        json={
+            "event": "call_initiated",
+            "type": "voice",
+            "queue_id": MARKUP["queue_id"],
+            "metadata": MARKUP["metadata"],
+        },
+    ) as response:
+        assert response.status == 201
+        call_id = (await response.json())["call_id"]
+    async with http.post(
+        platform.base_url + "/events",
+        headers=headers,
+        json={"event": "call_routed", "call_id": call_id, "agent_id": MARKUP["agent_id"]},
+    ) as response:
+        assert response.status == 201
+
+    row = page.locator(f'tr.call[data-id="{call_id}"]')
+    await expect(row.locator(".status")).to_have_text("RINGING", timeout=5_000)
+    await expect(row).to_contain_text(MARKUP["queue_id"])
+    await expect(row).to_contain_text(MARKUP["agent_id"])
+    await row.click()
+    await expect(page.locator("#metadata")).to_contain_text(MARKUP["metadata"]["note"])
+    await expect(page.locator("#detail")).to_contain_text(MARKUP["agent_id"])
+    await expect(page.locator("#timeline li")).to_have_count(2)
+
+    # Reloaded, the page renders the same values from GET /calls rather than from the stream.
+    await page.reload()
+    await expect(page.locator(f'tr.call[data-id="{call_id}"]')).to_contain_text(
+        MARKUP["queue_id"], timeout=10_000
+    )
+    made = await page.evaluate(
+        """() => ({
+            img: document.querySelectorAll("img").length,
+            script: document.querySelectorAll("body script").length,
+            iframe: document.querySelectorAll("iframe").length,
+            svg: document.querySelectorAll("svg").length,
+            injected: document.querySelectorAll("#injected").length,
+            pwned: window.__pwned === undefined ? null : window.__pwned,
+        })"""
+    )
+    assert made == {"img": 0, "script": 0, "iframe": 0, "svg": 0, "injected": 0, "pwned": None}
+    assert dialogs == []
+    assert not [url for url in requests if "xss-probe" in url]
+
+
+async def test_the_page_runs_no_inline_script_and_no_foreign_script(
+    page: Page, platform: Platform
+) -> None:
+    """The Content-Security-Policy is enforced by the browser: a script slipped into the page
+    (inline, or from another origin) is refused, and the page's own still runs."""
+    violations: list[str] = []
+    page.on("console", lambda message: violations.append(message.text))
+    response = await page.goto(platform.base_url + "/dashboard")
+    assert response is not None
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "object-src 'none'" in policy
+    ran = await page.evaluate(
+        """() => {
+            const inline = document.createElement("script");
+            inline.textContent = "window.__inline = 1";
+            document.body.append(inline);
+            return window.__inline === undefined;
+        }"""
+    )
+    assert ran is True, "an inline script ran despite the policy"
+    await expect(page.locator("#login")).to_be_visible()
+    assert any("Content Security Policy" in text for text in violations), violations

@@ -696,3 +696,62 @@ async def test_rq_dashboard_from_the_procfile_never_serves_without_a_password(
     except AssertionError as refused:
         if "rq-dashboard exited" not in str(refused):
             raise
+
+
+# -- what browsers are told ----------------------------------------------------------------------
+
+
+async def test_every_answer_forbids_type_sniffing(api: Api) -> None:
+    """JSON, errors, pages, static files, streams and the WebSocket handshake alike."""
+    _, created, _ = await api.create_call()
+    call_id = created["call_id"]
+    targets = [
+        ("GET", "/health", {}),
+        ("GET", "/calls", api.auth),
+        ("GET", f"/calls/{call_id}", api.auth),
+        ("GET", "/calls", {}),  # 401
+        ("GET", "/nowhere", {}),  # 404
+        ("DELETE", "/health", {}),  # 405
+        ("GET", "/dashboard", {}),
+        ("GET", "/docs", {}),
+        ("GET", "/static/dashboard.js", {}),
+        ("GET", "/static/unknown.js", {}),
+        ("GET", "/metrics?format=prometheus", api.auth),
+    ]
+    for method, path, headers in targets:
+        async with api.http.request(method, api.url(path), headers=headers) as response:
+            assert response.headers.get("X-Content-Type-Options") == "nosniff", (path, response)
+    async with api.http.get(api.url(f"/calls/{call_id}/stream"), headers=api.auth) as response:
+        assert response.headers.get("X-Content-Type-Options") == "nosniff"
+    async with api.http.get(ws_url(api, call_id), headers=UPGRADE | api.auth) as response:
+        assert response.status == 101
+        assert response.headers.get("X-Content-Type-Options") == "nosniff"
+
+
+@pytest.mark.parametrize("path", ["/dashboard", "/docs"])
+async def test_pages_run_only_their_own_scripts(api: Api, path: str) -> None:
+    async with api.http.get(api.url(path)) as response:
+        assert response.status == 200
+        policy = {
+            directive.split()[0]: directive.split()[1:]
+            for directive in response.headers["Content-Security-Policy"].split(";")
+        }
+        page = await response.text()
+    assert policy["script-src"] == ["'self'"]
+    assert policy["object-src"] == ["'none'"]
+    assert policy["base-uri"] == ["'none'"]
+    assert policy["frame-ancestors"] == ["'none'"]
+    assert "<script>" not in page and " on" not in page.replace("\n", " ").split("<body")[0]
+    for src in re.findall(r'<script src="([^"]+)"', page):
+        async with api.http.get(api.url(src)) as script:
+            assert script.status == 200
+            assert script.content_type == "text/javascript"
+
+
+@pytest.mark.parametrize(
+    "name", ["dashboard.html", "..%2Fhandlers%2Fpages.py", "%2E%2E%2Fapp.py", "missing.js"]
+)
+async def test_only_the_pages_own_files_are_served_from_static(api: Api, name: str) -> None:
+    async with api.http.get(api.url("/static/" + name)) as response:
+        assert response.status == 404
+        assert (await response.json())["error"] == "Not Found"

@@ -1,0 +1,207 @@
+// The live view of one key's calls: GET /calls for the start, then GET /stream (read with fetch,
+// so the key travels in a header) for every new call and transition. No build step.
+//
+// Every value that comes from the API is a tenant's text (a queue id, an agent id, metadata):
+// it is only ever put in the page as text, through `el` below, never parsed as markup. The page
+// is served with a Content-Security-Policy that runs no inline or foreign script besides.
+"use strict";
+
+const KEY_SLOT = "mock-comms.key";
+const STATUSES = ["QUEUED", "RINGING", "ANSWERED", "ON_HOLD", "UNANSWERED", "COMPLETED"];
+const BREACHES = new Set(["wait_sla_exceeded", "hold_limit_exceeded"]);
+const calls = new Map();          // call_id -> call as GET /calls/{id} shows it
+let selected = null;
+let stream = null;                // AbortController of the open stream
+
+const $ = id => document.getElementById(id);
+const key = () => sessionStorage.getItem(KEY_SLOT);
+
+// An element with attributes and children; a child that is not a node becomes a text node.
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value !== null && value !== undefined && value !== false) node.setAttribute(name, String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: { "Authorization": `Bearer ${key()}`, "Content-Type": "application/json", ...(options.headers || {}) } });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw Object.assign(new Error(body.message || response.statusText), { status: response.status });
+  return body;
+}
+
+function age(iso) {
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  return s < 60 ? `${s}s` : s < 3600 ? `${Math.floor(s / 60)}m ${s % 60}s` : `${Math.floor(s / 3600)}h ${Math.floor(s / 60) % 60}m`;
+}
+
+const label = status => String(status).replace("_", " ");
+const statusChip = status => el("span", { class: `status ${status}` }, label(status));
+const flagChips = flags => (flags || []).map(f => el("span", { class: BREACHES.has(f) ? "flag breach" : "flag" }, f));
+const breached = call => (call.flags || []).some(f => BREACHES.has(f));
+
+function visible(call) {
+  const status = $("f-status").value, flag = $("f-flag").value, text = $("f-text").value.trim().toLowerCase();
+  if (status && call.status !== status) return false;
+  if (flag === "breach" && !breached(call)) return false;
+  if (flag && flag !== "breach" && !(call.flags || []).includes(flag)) return false;
+  if (text && ![call.call_id, call.from, call.to, call.queue_id].some(v => String(v || "").toLowerCase().includes(text))) return false;
+  return true;
+}
+
+function route(call) {
+  if (!call.queue_id) return [`${call.from || "?"} → ${call.to || "?"}`];
+  return ["queue ", el("b", {}, call.queue_id), call.agent_id ? ` · agent ${call.agent_id}` : null];
+}
+
+function row(call) {
+  const classes = ["call", breached(call) ? "breached" : "", call.call_id === selected ? "selected" : ""];
+  return el("tr", { class: classes.filter(Boolean).join(" "), "data-id": call.call_id },
+    el("td", {}, statusChip(call.status)),
+    el("td", {}, route(call)),
+    el("td", { class: "muted age", "data-created": call.created_at }, age(call.created_at)),
+    el("td", {}, flagChips(call.flags)),
+    el("td", { class: "mono muted" }, String(call.call_id).slice(0, 8)));
+}
+
+function render() {
+  const counts = Object.fromEntries(STATUSES.map(s => [s, 0]));
+  let breaches = 0;
+  for (const call of calls.values()) {
+    if (call.status in counts) counts[call.status] += 1;
+    if (breached(call)) breaches += 1;
+  }
+  $("counters").replaceChildren(
+    ...STATUSES.map(s => el("div", { class: "card counter", "data-status": s }, el("b", {}, counts[s]), el("span", {}, label(s)))),
+    el("div", { class: "card counter breach" }, el("b", { id: "breaches" }, breaches), el("span", {}, "SLA breaches")));
+  const rows = [...calls.values()].filter(visible).sort((a, b) => b.created_at.localeCompare(a.created_at));
+  $("calls").replaceChildren(...rows.map(row));
+  $("empty").classList.toggle("hidden", rows.length > 0);
+}
+
+async function showTimeline(callId) {
+  selected = callId;
+  render();
+  const call = calls.get(callId) || {};
+  const history = await api(`/calls/${encodeURIComponent(callId)}/events`);
+  const metadata = call.metadata && Object.keys(call.metadata).length ? JSON.stringify(call.metadata, null, 2) : null;
+  const play = call.recording_url ? el("a", { href: "#", id: "play" }, "Download recording") : null;
+  $("detail").replaceChildren(
+    el("h2", {}, "Call ", el("span", { class: "mono" }, String(callId).slice(0, 8))),
+    el("div", { class: "muted" }, `${call.source || ""} ${call.type || ""} call`, call.queue_id ? ` · queue ${call.queue_id}` : null,
+       call.agent_id ? ` · agent ${call.agent_id}` : null),
+    el("div", {}, flagChips(call.flags)),
+    metadata ? el("pre", { class: "meta mono", id: "metadata" }, metadata) : null,
+    play ? el("p", {}, play) : null,
+    el("ol", { class: "timeline", id: "timeline" }, history.data.map(e => el("li", { "data-seq": e.seq },
+      statusChip(e.status), " ", el("span", { class: "muted" }, e.event),
+      el("div", { class: "muted mono" }, new Date(e.occurred_at).toLocaleTimeString()),
+      flagChips(e.raised_flags)))));
+  if (play) play.onclick = async event => {
+    event.preventDefault();
+    const response = await fetch(call.recording_url, { headers: { "Authorization": `Bearer ${key()}` } });
+    const url = URL.createObjectURL(await response.blob());
+    el("a", { href: url, download: `${callId}.wav` }).click();
+  };
+}
+
+async function refreshCall(callId) {
+  try { calls.set(callId, await api(`/calls/${encodeURIComponent(callId)}`)); } catch (error) { /* gone or not ours */ }
+}
+
+async function loadCalls() {
+  const page = await api("/calls?limit=100");
+  calls.clear();
+  for (const call of page.data) calls.set(call.call_id, call);
+  render();
+}
+
+function setConnection(state, text) {
+  $("conn").className = state;
+  $("conn").textContent = text;
+}
+
+async function follow() {
+  stream = new AbortController();
+  let backoff = 500;
+  while (!stream.signal.aborted) {
+    try {
+      const response = await fetch("/stream", { headers: { "Authorization": `Bearer ${key()}` }, signal: stream.signal });
+      if (!response.ok) throw new Error(`stream answered ${response.status}`);
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        // aiohttp-sse ends lines with \r\n; a lone \r at the end of a chunk waits for its \n.
+        buffer = (buffer + value).replace(/\r\n/g, "\n");
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const frame = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const event = (frame.match(/^event: (.*)$/m) || [])[1];
+          const data = frame.split("\n").filter(l => l.startsWith("data: ")).map(l => l.slice(6)).join("\n");
+          if (event === "ready") { setConnection("live", "live"); backoff = 500; await loadCalls(); }
+          else if (event === "resync") { await loadCalls(); }
+          else if (event === "call") { await onMessage(JSON.parse(data)); }
+        }
+      }
+    } catch (error) {
+      if (stream.signal.aborted) return;
+    }
+    setConnection("down", "reconnecting…");
+    await new Promise(resolve => setTimeout(resolve, backoff));
+    backoff = Math.min(backoff * 2, 10000);
+  }
+}
+
+async function onMessage(message) {
+  const known = calls.get(message.call_id);
+  if (!known || ["call_routed", "call_ended"].includes(message.event)) {
+    await refreshCall(message.call_id);   // new, or with a new agent or end reason
+  } else {
+    Object.assign(known, { status: message.status, flags: message.flags, updated_at: message.timestamp });
+  }
+  render();
+  if (message.call_id === selected) await showTimeline(selected);
+  if (message.status === "COMPLETED") setTimeout(async () => { await refreshCall(message.call_id); render(); if (message.call_id === selected) showTimeline(selected); }, 1500);
+}
+
+async function start() {
+  $("login").classList.add("hidden");
+  $("app").classList.remove("hidden");
+  $("forget").classList.remove("hidden");
+  $("who").textContent = `key ${key().slice(0, 4)}…`;
+  follow();
+}
+
+$("login").addEventListener("submit", async event => {
+  event.preventDefault();
+  sessionStorage.setItem(KEY_SLOT, $("key").value.trim());
+  try {
+    await api("/calls?limit=1");
+    start();
+  } catch (error) {
+    sessionStorage.removeItem(KEY_SLOT);
+    $("login-error").textContent = error.message;
+  }
+});
+$("forget").onclick = () => { sessionStorage.removeItem(KEY_SLOT); if (stream) stream.abort(); location.reload(); };
+$("calls").addEventListener("click", event => { const tr = event.target.closest("tr.call"); if (tr) showTimeline(tr.dataset.id); });
+for (const id of ["f-status", "f-flag", "f-text"]) $(id).addEventListener("input", render);
+$("start").onclick = async () => {
+  try {
+    const call = await api("/calls", { method: "POST", body: JSON.stringify({ from: $("n-from").value, to: $("n-to").value }) });
+    await refreshCall(call.call_id);
+    render();
+  } catch (error) { alert(error.message); }
+};
+setInterval(() => document.querySelectorAll("td.age").forEach(td => { td.textContent = age(td.dataset.created); }), 1000);
+
+if (key()) start(); else $("login").classList.remove("hidden");
