@@ -94,6 +94,10 @@ class StoredEvent(Message):
 class History(BaseModel):
     call_id: str
     data: list[StoredEvent]
+    limit: int = Field(description="The page size used (requests over 1000 are served at 1000).")
+    next_after_seq: int | None = Field(
+        description="Pass as after_seq for the next page; null on the last page."
+    )
 
 
 class Metrics(BaseModel):

@@ -13,6 +13,7 @@ from api import models
 from api.handlers.calls import IDEMPOTENCY_KEY_MAX
 from api.handlers.streams import SEQ_PATTERN
 from api.route import Route
+from core.call_ids import REF_PATTERN, REF_RULE
 
 # Errors any route can answer: no or a bad key (not on public routes), a wrong method, a body
 # over the limit, a store down.
@@ -37,7 +38,6 @@ _RATE_HEADERS = {
 
 
 def build_document(routes: list[Route], server_url: str) -> dict[str, Any]:
-    routes = [route for route in routes if not route.hidden]
     json_models = _models(routes)
     _, schema = models_json_schema(
         [
@@ -208,6 +208,9 @@ def _response(status: int, answer: type[BaseModel] | str, route: Route) -> dict[
     return response
 
 
+# A call id in a path or query: one the platform made (a UUID) or one its sender gave.
+_CALL_ID = {"type": "string", "pattern": REF_PATTERN, "description": f"The call's id: {REF_RULE}."}
+
 # The rules the handlers enforce on the headers they read (a client built from the document
 # must not send what the API refuses).
 _HEADER_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -226,7 +229,7 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
             "name": name,
             "in": "path",
             "required": True,
-            "schema": {"type": "string", "format": "uuid"},
+            "schema": _CALL_ID if name == "call_id" else {"type": "string"},
         }
         for name in re.findall(r"{(\w+)}", route.path)
     ]
@@ -236,7 +239,7 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
                 "name": "call_id",
                 "in": "query",
                 "required": True,
-                "schema": {"type": "string", "format": "uuid"},
+                "schema": _CALL_ID,
             }
         )
     if route.query is not None:

@@ -37,5 +37,3 @@ class Route:
     # Browsers cannot set headers on EventSource or WebSocket: streams take `access_token=`.
     query_token: bool = False
     tag: str = "calls"
-    # Left out of the OpenAPI document (the pages' own files).
-    hidden: bool = False

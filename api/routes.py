@@ -19,12 +19,12 @@ ROUTES: list[Route] = [
     Route("GET",  "/openapi.json",  docs.openapi,    "This document, OpenAPI 3.1",    {200: "application/json"}, **P),
     Route("GET",  "/docs",          pages.page("docs.html"), "This document, rendered", {200: HTML}, **P),
     Route("GET",  "/dashboard",     pages.page("dashboard.html"), "The live dashboard page", {200: HTML}, **P),
-    Route("GET",  "/static/{name}", pages.asset,     "The pages' scripts and styles", {200: "text/javascript"}, (404,), **P, hidden=True),
+    Route("GET",  "/static/{name}", pages.asset,     "The pages' scripts and styles", {200: "text/*"}, (404,), **P),
     Route("POST", "/calls",         calls.create_call, "Create a simulated call",     {201: models.CreatedCall}, (400, 422, 429), body=schemas.CreateCall,
           headers={"Idempotency-Key": "A repeat replays the first answer; the same key with another body is a 422."}),
     Route("GET",  "/calls",         calls.list_calls, "The key's calls, newest first", {200: models.CallPage}, (400,), query=schemas.ListCalls),
     Route("GET",  "/calls/{call_id}", calls.get_call, "One call",                     {200: models.Call}, (400, 404)),
-    Route("GET",  "/calls/{call_id}/events", events.call_events, "A call's history, in order", {200: models.History}, (400, 404), tag="events"),
+    Route("GET",  "/calls/{call_id}/events", events.call_events, "A call's history, in order, a page at a time", {200: models.History}, (400, 404), query=schemas.HistoryPage, tag="events"),
     Route("GET",  "/calls/{call_id}/recording", recordings.get_recording, "A call's recording", {200: AUDIO}, (400, 404)),
     Route("GET",  "/calls/{call_id}/stream", streams.call_stream, "Follow one call (SSE)", {200: SSE}, (400, 404), query_token=True, tag="realtime",
           headers={"Last-Event-ID": "Resume after this seq (also ?last_event_id=)."}),
@@ -35,7 +35,7 @@ ROUTES: list[Route] = [
     # The contact-centre service's paths, for its clients.
     Route("POST", "/api/events",    events.post_event, "Ingest one lifecycle event",  {201: models.StoredEvent, 200: models.StoredEvent}, (400, 404, 409, 422, 429), body=schemas.PostEvent, tag="events"),
     Route("GET",  "/api/calls",     calls.list_calls, "The key's calls, newest first", {200: models.CallPage}, (400,), query=schemas.ListCalls, tag="events"),
-    Route("GET",  "/api/calls/{call_id}/events", events.call_events, "A call's history, in order", {200: models.History}, (400, 404), tag="events"),
+    Route("GET",  "/api/calls/{call_id}/events", events.call_events, "A call's history, in order, a page at a time", {200: models.History}, (400, 404), query=schemas.HistoryPage, tag="events"),
 ]
 # fmt: on
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -23,13 +22,23 @@ from pydantic import (
 
 from calls.events import PostedEvent
 from calls.transitions import Reported
-from core.errors import BadRequest
+from core.call_ids import REF_RULE, parse_call_id
+from core.errors import BadRequest, DomainError
 from core.lifecycle import Event, Status
 from core.rules import Flag
 
 CallType = Literal["voice", "video"]
-# A call id: accepted in any UUID spelling, handed on in canonical form.
-UUIDStr = Annotated[uuid.UUID, AfterValidator(str)]
+
+
+def _call_id(value: str) -> str:
+    try:
+        return parse_call_id(value)
+    except DomainError:
+        raise ValueError(f"must be {REF_RULE}") from None
+
+
+# A call id: a UUID in any spelling (handed on in canonical form), or a sender's own id.
+CallId = Annotated[StrictStr, AfterValidator(_call_id)]
 _EVENT_NAMES = [event.value for event in Event]
 
 
@@ -82,6 +91,24 @@ class ListCalls(BaseModel):
         return min(value, MAX_PAGE_SIZE)
 
 
+MAX_HISTORY_PAGE = 1_000
+
+
+class HistoryPage(BaseModel):
+    """`GET /calls/{id}/events`: a page of a call's history."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Larger asks are served at the cap, and the answer's `limit` says so.
+    limit: int = Field(default=100, ge=1)
+    after_seq: int = Field(default=0, ge=0, le=2**31 - 1, description="Events after this seq.")
+
+    @field_validator("limit")
+    @classmethod
+    def _cap(cls, value: int) -> int:
+        return min(value, MAX_HISTORY_PAGE)
+
+
 # Events: one model per event type, told apart by `event`. Durations are seconds.
 Seconds = Annotated[float, Strict(), Field(ge=0, le=10_000_000)]
 Label = Annotated[StrictStr, Field(min_length=1, max_length=100)]
@@ -90,7 +117,7 @@ Label = Annotated[StrictStr, Field(min_length=1, max_length=100)]
 class _PostedEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    call_id: UUIDStr
+    call_id: CallId
     event_id: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None
     occurred_at: IsoDateTime | None = None
 
@@ -98,7 +125,7 @@ class _PostedEvent(BaseModel):
 class CallInitiated(_PostedEvent):
     event: Literal["call_initiated"]
     # Optional here: the platform makes one (from event_id, when given, so a repeat finds it).
-    call_id: UUIDStr | None = None
+    call_id: CallId | None = None
     type: CallType
     queue_id: Label
     from_: PhoneNumber | None = Field(default=None, alias="from")

@@ -12,6 +12,7 @@ from calls.batches import Batcher
 from calls.stores import Stores
 from calls.transitions import Reported, Row, Transitions
 from core import logs
+from core.call_ids import CallRef, named_call_uuid
 from core.errors import Conflict, NotFound
 from core.lifecycle import Event
 from core.limiter import EventRate
@@ -31,6 +32,7 @@ class PostedEvent:
     """One event as the sender posted it, validated."""
 
     event: Event
+    # The call's id as the sender knows it (core/call_ids.py).
     call_id: str | None = None
     event_id: str | None = None
     occurred_at: datetime | None = None
@@ -86,14 +88,16 @@ class EventService:
         # if the call is still at the seq read. A copy or a timer that got there first makes the
         # write a no-op, and the next read sees what it did. Two round trips, no transaction,
         # each shared with other requests' events.
-        read = EventRead(call_id, key.id, posted.event_id)
+        read = EventRead(CallRef(key.id, call_id), posted.event_id)
         for _ in range(RACES_BEFORE_GIVING_UP):
             call, earlier_seq = await self._reads.submit(read)
             if call is None:
                 raise NotFound("Call not found")
             if earlier_seq is not None:
                 assert posted.event_id is not None
-                earlier = await db_calls.fetch_event_by_event_id(pool, call_id, posted.event_id)
+                earlier = await db_calls.fetch_event_by_event_id(
+                    pool, call["call_id"], posted.event_id
+                )
                 assert earlier is not None, "events are never deleted"
                 return Ingested(earlier, created=False)
             decided = self._transitions.decide_event(
@@ -115,10 +119,13 @@ class EventService:
         )
 
     async def _initiate(self, key: ApiKey, posted: PostedEvent, occurred_at: datetime) -> Ingested:
-        call_id = posted.call_id
-        if call_id is None:
-            name = f"{key.id}:{posted.event_id}" if posted.event_id else None
-            call_id = str(uuid.uuid5(_CALL_IDS, name) if name else uuid.uuid4())
+        ref = posted.call_id
+        if ref is not None:
+            call_id = named_call_uuid(key.id, ref)
+        elif posted.event_id:
+            call_id = str(uuid.uuid5(_CALL_IDS, f"{key.id}:{posted.event_id}"))
+        else:
+            call_id = str(uuid.uuid4())
         # Committed and made visible together with other requests' new calls.
         row = await self._inserts.submit(
             NewCall(
@@ -134,21 +141,27 @@ class EventService:
                 event_id=posted.event_id,
                 data={"type": posted.call_type, "queue_id": posted.queue_id},
                 request_id=logs.request_id.get(),
+                ref=ref,
             )
         )
         if row is None:
+            # The key has a call by that name already: a repeat of this event, or a conflict.
+            taken = CallRef(key.id, ref or call_id)
             if posted.event_id is not None:
-                earlier = await db_calls.fetch_event_by_event_id(
-                    self._stores.pool, call_id, posted.event_id
+                earlier = await db_calls.fetch_named_event(
+                    self._stores.pool, taken, posted.event_id
                 )
-                if earlier is not None and earlier["key_id"] == key.id:
+                if earlier is not None:
                     return Ingested(earlier, created=False)
-            raise Conflict(f"Call {call_id} already exists")
+            raise Conflict(f"Call {taken.ref} already exists")
         return Ingested(row, created=True)
 
-    async def history(self, key: ApiKey, call_id: str) -> list[Mapping[str, Any]]:
-        """The call's events in order; NotFound if it is not the key's."""
-        events = await db_calls.fetch_events(self._stores.pool, call_id, key_id=key.id)
-        if not events:
+    async def history(
+        self, call: CallRef, after_seq: int = 0, limit: int | None = None
+    ) -> list[Mapping[str, Any]]:
+        """The call's events after `after_seq` in order, at most `limit` of them; NotFound if
+        the key has no such call."""
+        found, events = await db_calls.fetch_history(self._stores.pool, call, after_seq, limit)
+        if not found:
             raise NotFound("Call not found")
         return events

@@ -26,9 +26,10 @@ class UploadFailed(Exception):
     pass
 
 
-def recording_path(call_id: str) -> str:
-    """The API route that serves a call's recording to its owner."""
-    return f"/calls/{call_id}/recording"
+def recording_path(ref: str) -> str:
+    """The API route that serves a call's recording to its owner (`ref`: the call's id as the
+    owner knows it)."""
+    return f"/calls/{ref}/recording"
 
 
 class Recordings:
@@ -119,11 +120,12 @@ class Recordings:
             call_id,
             extra={"call_id": call_id, "request_id": claim["request_id"]},
         )
-        return call_id, storage_key, recording_path(call_id)
+        return call_id, storage_key, recording_path(claim["ref"])
 
-    async def locate(self, call_id: str, storage_key: str) -> Location | None:
-        """Where the call's owner gets the recording stored at `storage_key`."""
-        return await self._storage.locate(storage_key, download_name(call_id, storage_key))
+    async def locate(self, ref: str, storage_key: str) -> Location | None:
+        """Where the call's owner gets the recording stored at `storage_key` (the file is named
+        after `ref`, the call's id as the owner knows it)."""
+        return await self._storage.locate(storage_key, download_name(ref, storage_key))
 
     async def aclose(self) -> None:
         """Close the storage's client; the process's lifetime (app cleanup, Runtime) calls it."""

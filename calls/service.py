@@ -16,6 +16,7 @@ from calls.batches import Batcher
 from calls.live import LiveState
 from calls.stores import Stores
 from core import logs
+from core.call_ids import CallRef
 from core.errors import NotFound, Unprocessable
 from core.limiter import Grant, Limiter
 from db import calls as db_calls
@@ -127,19 +128,22 @@ class CallService:
         # The replay is the first answer again, whatever the call has done since.
         return Created(dict(row) | {"status": "QUEUED"}, replayed=True, grant=None)
 
-    async def get(self, key: ApiKey, call_id: str) -> Mapping[str, Any]:
+    async def get(self, call: CallRef) -> Mapping[str, Any]:
         """The call as it is now: the live view when Redis has it, else PostgreSQL (also when
         Redis does not answer: reads keep working through a Redis outage)."""
+        live = None
         try:
-            live = await self._live.read(call_id)
+            for call_id in call.ids:
+                found = await self._live.read(call_id)
+                if found is not None and (found["key_id"], found["ref"]) == (call.key_id, call.ref):
+                    live = found
+                    break
         except RedisError:
             live = None
         # Between COMPLETED and its upload the URL is due any moment; PostgreSQL has it first.
         if live is not None and (live["status"] != "COMPLETED" or live["recording_url"]):
-            if live["key_id"] != key.id:
-                raise NotFound("Call not found")
             return live
-        row = await db_calls.fetch_call(self._stores.pool, call_id, key.id)
+        row = await db_calls.fetch_call(self._stores.pool, call)
         if row is None:
             raise NotFound("Call not found")
         return row

@@ -66,9 +66,10 @@ def object_name(call_id: str, source: Path) -> str:
     return f"{call_id}{source.suffix}"
 
 
-def download_name(call_id: str, storage_key: str) -> str:
-    """The file name a recording is served under: the call id and the stored suffix."""
-    return call_id + PurePosixPath(storage_key).suffix
+def download_name(ref: str, storage_key: str) -> str:
+    """The file name a recording is served under: the call's id (a UUID, or a sender's name of
+    URL-safe characters, never a quote) and the stored suffix."""
+    return ref + PurePosixPath(storage_key).suffix
 
 
 def inline_disposition(filename: str) -> str:

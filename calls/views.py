@@ -15,6 +15,7 @@ from core.clock import from_ms, iso, to_ms
 # one field to write and read instead of one per column.
 _LIVE_COLUMNS = (
     "call_id",
+    "ref",
     "key_id",
     "kind",
     "status",
@@ -54,6 +55,7 @@ def call_from_live(seq: bytes, view: bytes) -> dict[str, Any]:
     """A live view read back into the same mapping a PostgreSQL row gives."""
     call = orjson.loads(view)
     call["seq"] = int(seq)
+    call.setdefault("ref", call["call_id"])  # a view written before calls had names
     for column in _LIVE_TIMES:
         ms = call[column]
         call[column] = None if ms is None else from_ms(ms)
@@ -68,9 +70,10 @@ def absolute_url(url: str | None, base_url: str) -> str | None:
 
 
 def _identity(call: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields every body of a call starts with."""
+    """The fields every body of a call starts with. A call's id outside is the one its key
+    knows it by (`ref`, core/call_ids.py)."""
     return {
-        "call_id": call["call_id"],
+        "call_id": call["ref"],
         "status": call["status"],
         "from": call["from_number"],
         "to": call["to_number"],
@@ -98,8 +101,8 @@ def created_body(call: Mapping[str, Any], base_url: str) -> dict[str, Any]:
     ws_base = "ws" + base_url.removeprefix("http")
     return _identity(call) | {
         "created_at": iso(call["created_at"]),
-        "websocket_url": f"{ws_base}/ws?call_id={call['call_id']}",
-        "stream_url": f"{base_url}/calls/{call['call_id']}/stream",
+        "websocket_url": f"{ws_base}/ws?call_id={call['ref']}",
+        "stream_url": f"{base_url}/calls/{call['ref']}/stream",
     }
 
 
@@ -128,7 +131,7 @@ def message(
 def message_of(event: Mapping[str, Any]) -> dict[str, Any]:
     """A history row, or a just-committed transition, as a realtime message."""
     return message(
-        call_id=event["call_id"],
+        call_id=event["ref"],
         seq=event["seq"],
         status=event["status"],
         previous_status=event["previous_status"],

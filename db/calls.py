@@ -10,13 +10,16 @@ from typing import Any
 import asyncpg
 import orjson
 
+from core.call_ids import CallRef, named_call_uuid
 from core.rules import Flag
 
 Executor = asyncpg.Connection | asyncpg.Pool
 
 # Every column a view of a call needs; the live state in Redis is built from the same row.
+# `call_id` is the platform's id, `ref` the id the call's key knows it by (core/call_ids.py).
 CALL_COLUMNS = """
-    id::text AS call_id, api_key_id::text AS key_id, kind, status, seq,
+    id::text AS call_id, coalesce(ref, id::text) AS ref, api_key_id::text AS key_id, kind,
+    status, seq,
     from_number, to_number, metadata, flags, recording_url, call_type, queue_id, agent_id,
     end_reason, created_at, updated_at, status_changed_at, started_at, routed_at, answered_at,
     held_at, ended_at, request_id
@@ -61,14 +64,26 @@ class NewCall:
     event_id: str | None = None
     data: dict[str, Any] | None = None
     request_id: str | None = None
+    # The sender's own name for the call (its call_id is then derived from it); None when the
+    # platform made the id.
+    ref: str | None = None
+
+    @property
+    def namesake_id(self) -> str | None:
+        """The other platform id a call of this key answering to the same name could have: the
+        name itself when it is a UUID, or the id derived from the made id (see CallRef.ids)."""
+        if self.ref is None:
+            return named_call_uuid(self.key_id, self.call_id)
+        ids = CallRef(self.key_id, self.ref).ids
+        return ids[0] if len(ids) == 2 else None
 
 
 async def insert_calls(conn: Executor, new: Sequence[NewCall]) -> list[asyncpg.Record | None]:
     """Insert calls with their first events and outbox entries, in one statement.
 
-    Returns each call's row in the order given, or None where its call id, or its key's
-    `idempotency_key`, is taken already (by an earlier call, or earlier in `new`: the first of
-    several in one statement is the one inserted).
+    Returns each call's row in the order given, or None where its call id, its key's
+    `idempotency_key`, or its name among its key's calls is taken already (by an earlier call,
+    or earlier in `new`: the first of several in one statement is the one inserted).
     """
     # Decided here rather than by the order PostgreSQL happens to insert in.
     firsts: dict[str, NewCall] = {}
@@ -89,17 +104,23 @@ async def insert_calls(conn: Executor, new: Sequence[NewCall]) -> list[asyncpg.R
         WITH input AS (
             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
                                  $6::text[], $7::text[], $8::bytea[], $9::text[], $10::text[],
-                                 $11::timestamptz[], $12::text[], $13::text[], $14::text[])
+                                 $11::timestamptz[], $12::text[], $13::text[], $14::text[],
+                                 $15::text[], $16::uuid[])
                 AS i(id, api_key_id, kind, from_number, to_number, metadata, idempotency_key,
-                     request_hash, call_type, queue_id, started_at, event_id, data, request_id)
+                     request_hash, call_type, queue_id, started_at, event_id, data, request_id,
+                     ref, namesake_id)
         ), created AS (
             INSERT INTO calls (id, api_key_id, kind, status, from_number, to_number, metadata,
                                idempotency_key, request_hash, call_type, queue_id, started_at,
-                               request_id)
+                               request_id, ref)
             SELECT id, api_key_id, kind, 'QUEUED', from_number, to_number, metadata::jsonb,
                    idempotency_key, request_hash, call_type, queue_id,
-                   coalesce(started_at, now()), request_id
+                   coalesce(started_at, now()), request_id, ref
               FROM input
+             WHERE NOT EXISTS (
+                   SELECT 1 FROM calls c
+                    WHERE c.id = input.namesake_id AND c.api_key_id = input.api_key_id
+                      AND coalesce(c.ref, c.id::text) = coalesce(input.ref, input.id::text))
             ON CONFLICT DO NOTHING
             RETURNING *
         ), first_event AS (
@@ -134,6 +155,8 @@ async def insert_calls(conn: Executor, new: Sequence[NewCall]) -> list[asyncpg.R
         [c.event_id for c in unique],
         [None if c.data is None else orjson.dumps(c.data).decode() for c in unique],
         [c.request_id for c in unique],
+        [c.ref for c in unique],
+        [c.namesake_id for c in unique],
     )
     by_id = {row["call_id"]: row for row in rows}
     return [by_id.get(c.call_id) if firsts.get(c.call_id) is c else None for c in new]
@@ -147,34 +170,48 @@ async def fetch_calls(conn: Executor, call_ids: Sequence[str]) -> dict[str, asyn
     return {row["call_id"]: row for row in rows}
 
 
+# The call a key names: $1 its candidate ids, $2 the key, $3 the name (core/call_ids.py).
+NAMED_CALL = "c.id = ANY($1::uuid[]) AND c.api_key_id = $2 AND coalesce(c.ref, c.id::text) = $3"
+
+
+def named_call_args(call: CallRef) -> tuple[list[str], str, str]:
+    """The arguments $1 to $3 of NAMED_CALL."""
+    return call.ids, call.key_id, call.ref
+
+
 @dataclass(frozen=True, slots=True)
 class EventRead:
-    """A posted event's call to read: its id, the key that must own it, the event's id."""
+    """A posted event's call to read (as its key names it) and the event's id."""
 
-    call_id: str
-    key_id: str
+    call: CallRef
     event_id: str | None
 
 
 async def fetch_calls_for_events(
     conn: Executor, reads: Sequence[EventRead]
 ) -> list[tuple[asyncpg.Record | None, int | None]]:
-    """For each posted event, in the order given: its call if it is the key's, and the seq of
-    its earlier copy (an event of that call with the same event id) if there is one. One
-    statement, one snapshot, for many events."""
+    """For each posted event, in the order given: its call if the key has one by that name, and
+    the seq of its earlier copy (an event of that call with the same event id) if there is one.
+    One statement, one snapshot, for many events."""
     if not reads:
         return []
+    ids = [r.call.ids for r in reads]
     rows = await conn.fetch(
         f"""
         SELECT asked.n, {CALL_COLUMNS},
                (SELECT e.seq FROM call_events e
                  WHERE e.call_id = calls.id AND e.event_id = asked.asked_event_id) AS earlier_seq
-          FROM unnest($1::uuid[], $2::uuid[], $3::text[]) WITH ORDINALITY
-               AS asked(asked_call_id, asked_key_id, asked_event_id, n)
-          JOIN calls ON calls.id = asked.asked_call_id AND calls.api_key_id = asked.asked_key_id
+          FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[])
+               WITH ORDINALITY
+               AS asked(made_id, named_id, asked_key_id, asked_ref, asked_event_id, n)
+          JOIN calls ON calls.id IN (asked.made_id, asked.named_id)
+                    AND calls.api_key_id = asked.asked_key_id
+                    AND coalesce(calls.ref, calls.id::text) = asked.asked_ref
         """,
-        [r.call_id for r in reads],
-        [r.key_id for r in reads],
+        [found[0] if len(found) == 2 else None for found in ids],
+        [found[-1] for found in ids],
+        [r.call.key_id for r in reads],
+        [r.call.ref for r in reads],
         [r.event_id for r in reads],
     )
     found = {row["n"]: row for row in rows}
@@ -259,10 +296,10 @@ async def write_transitions(
     )
 
 
-async def fetch_call(conn: Executor, call_id: str, key_id: str) -> asyncpg.Record | None:
-    """The call if it exists and belongs to `key_id`."""
+async def fetch_call(conn: Executor, call: CallRef) -> asyncpg.Record | None:
+    """The call its key names `call.ref`, if there is one."""
     return await conn.fetchrow(
-        f"SELECT {CALL_COLUMNS} FROM calls WHERE id = $1 AND api_key_id = $2", call_id, key_id
+        f"SELECT {CALL_COLUMNS} FROM calls c WHERE {NAMED_CALL}", *named_call_args(call)
     )
 
 
@@ -282,27 +319,79 @@ async def fetch_idempotent_call(
 
 # A history row as every reader needs it (API, streams, the outbox drain).
 EVENT_COLUMNS = """
-    e.call_id::text, e.seq, e.event, e.event_id, e.from_status AS previous_status,
-    e.to_status AS status, e.flags,
+    e.call_id::text, coalesce(c.ref, c.id::text) AS ref, e.seq, e.event, e.event_id,
+    e.from_status AS previous_status, e.to_status AS status, e.flags,
     e.raised_flags, e.data, e.occurred_at, e.created_at AS received_at,
     c.api_key_id::text AS key_id
 """
 
 
 async def fetch_events(
-    conn: Executor, call_id: str, after_seq: int = 0, key_id: str | None = None
+    conn: Executor,
+    call: CallRef,
+    after_seq: int = 0,
+    limit: int | None = None,
+    before_seq: int | None = None,
+    received_since: datetime | None = None,
 ) -> list[asyncpg.Record]:
-    """The call's history after `after_seq`, in order (empty if the call is not `key_id`'s)."""
+    """The history of the call its key names `call.ref` (empty if there is none), in order:
+    events after `after_seq` and before `before_seq`, committed at or after `received_since`,
+    at most `limit` of them (None: no bound)."""
     return await conn.fetch(
         f"""
         SELECT {EVENT_COLUMNS}
-          FROM call_events e JOIN calls c ON c.id = e.call_id
-         WHERE e.call_id = $1 AND e.seq > $2 AND ($3::uuid IS NULL OR c.api_key_id = $3)
+          FROM calls c JOIN call_events e ON e.call_id = c.id
+         WHERE {NAMED_CALL} AND e.seq > $4
+           AND ($5::int IS NULL OR e.seq < $5)
+           AND ($6::timestamptz IS NULL OR e.created_at >= $6)
+         ORDER BY e.seq
+         LIMIT $7
+        """,
+        *named_call_args(call),
+        after_seq,
+        before_seq,
+        received_since,
+        limit,
+    )
+
+
+async def fetch_history(
+    conn: Executor, call: CallRef, after_seq: int = 0, limit: int | None = None
+) -> tuple[bool, list[asyncpg.Record]]:
+    """Whether the key has a call named `call.ref`, and that call's history after `after_seq`,
+    in order, at most `limit` rows (None: all): one round trip."""
+    rows = await conn.fetch(
+        f"""
+        SELECT {EVENT_COLUMNS}
+          FROM calls c
+          LEFT JOIN LATERAL (
+              SELECT * FROM call_events
+               WHERE call_events.call_id = c.id AND call_events.seq > $4
+               ORDER BY call_events.seq
+               LIMIT $5
+          ) e ON true
+         WHERE {NAMED_CALL}
          ORDER BY e.seq
         """,
-        call_id,
+        *named_call_args(call),
         after_seq,
-        key_id,
+        limit,
+    )
+    return bool(rows), [row for row in rows if row["seq"] is not None]
+
+
+async def fetch_named_event(
+    conn: Executor, call: CallRef, event_id: str
+) -> asyncpg.Record | None:
+    """The event posted under `event_id` for the call its key names `call.ref`, if any."""
+    return await conn.fetchrow(
+        f"""
+        SELECT {EVENT_COLUMNS}
+          FROM calls c JOIN call_events e ON e.call_id = c.id
+         WHERE {NAMED_CALL} AND e.event_id = $4
+        """,
+        *named_call_args(call),
+        event_id,
     )
 
 
@@ -374,16 +463,15 @@ async def fetch_active_by_key(conn: Executor, key_ids: Sequence[str]) -> list[as
     )
 
 
-async def fetch_latest_event(conn: Executor, call_id: str, key_id: str) -> asyncpg.Record | None:
-    """The call's latest history row, if the call belongs to `key_id`: its state as a message."""
+async def fetch_latest_event(conn: Executor, call: CallRef) -> asyncpg.Record | None:
+    """The latest history row of the call its key names `call.ref`: its state as a message."""
     return await conn.fetchrow(
         f"""
         SELECT {EVENT_COLUMNS}
           FROM calls c JOIN call_events e ON e.call_id = c.id AND e.seq = c.seq
-         WHERE c.id = $1 AND c.api_key_id = $2
+         WHERE {NAMED_CALL}
         """,
-        call_id,
-        key_id,
+        *named_call_args(call),
     )
 
 

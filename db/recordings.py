@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from db.calls import CALL_COLUMNS, Executor
+from core.call_ids import CallRef
+from db.calls import CALL_COLUMNS, NAMED_CALL, Executor, named_call_args
 
 
 async def claim_uploads(conn: Executor, call_ids: Sequence[str]) -> list[asyncpg.Record]:
@@ -17,7 +18,7 @@ async def claim_uploads(conn: Executor, call_ids: Sequence[str]) -> list[asyncpg
            SET status = 'uploading', attempts = attempts + 1, updated_at = now()
           FROM calls c
          WHERE r.call_id = ANY($1::uuid[]) AND r.status = 'pending' AND c.id = r.call_id
-        RETURNING r.call_id::text, r.attempts, c.request_id
+        RETURNING r.call_id::text, coalesce(c.ref, c.id::text) AS ref, r.attempts, c.request_id
         """,
         list(call_ids),
     )
@@ -100,13 +101,12 @@ async def reopen_uploads(conn: Executor, call_ids: Sequence[str]) -> None:
     )
 
 
-async def fetch_recording(conn: Executor, call_id: str, key_id: str) -> asyncpg.Record | None:
-    """The call's uploaded recording, if the call belongs to `key_id`."""
+async def fetch_recording(conn: Executor, call: CallRef) -> asyncpg.Record | None:
+    """The uploaded recording of the call its key names `call.ref`."""
     return await conn.fetchrow(
-        """
+        f"""
         SELECT r.storage_key FROM recordings r JOIN calls c ON c.id = r.call_id
-         WHERE r.call_id = $1 AND c.api_key_id = $2 AND r.status = 'uploaded'
+         WHERE {NAMED_CALL} AND r.status = 'uploaded'
         """,
-        call_id,
-        key_id,
+        *named_call_args(call),
     )

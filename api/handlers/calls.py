@@ -7,7 +7,7 @@ import math
 from aiohttp import web
 
 from api import appkeys
-from api.handlers.common import base_url, json_body, json_response, path_uuid
+from api.handlers.common import base_url, json_body, json_response, path_call
 from api.middlewares import rate_limit_headers
 from api.schemas import CreateCall, ListCalls, parse_body, parse_query
 from calls.views import call_body, created_body
@@ -75,5 +75,5 @@ async def list_calls(request: web.Request) -> web.Response:
 
 
 async def get_call(request: web.Request) -> web.Response:
-    call = await request.app[appkeys.CALLS].get(appkeys.api_key(request), path_uuid(request))
+    call = await request.app[appkeys.CALLS].get(path_call(request))
     return json_response(call_body(call, base_url(request)))

@@ -1,9 +1,8 @@
-"""What several handlers need: the caller's base URL, the JSON body, a UUID from the path."""
+"""What several handlers need: the caller's base URL, the JSON body, the call a path names."""
 
 from __future__ import annotations
 
 import functools
-import uuid
 from typing import Any
 
 import orjson
@@ -11,6 +10,7 @@ from aiohttp import web
 from yarl import URL
 
 from api import appkeys
+from core.call_ids import CallRef, parse_call_id
 from core.errors import BadRequest
 
 # How deep a JSON body may nest (metadata is the only place it can).
@@ -64,16 +64,14 @@ def _check_storable(body: Any) -> None:
             stack.extend((item, depth + 1) for item in value)
 
 
-def path_uuid(request: web.Request, name: str = "call_id") -> str:
-    return as_uuid(request.match_info[name], name)
+def path_call(request: web.Request, name: str = "call_id") -> CallRef:
+    """The caller's call named in the path (a 400 naming `name` if it cannot be a call id)."""
+    return named_call(request, request.match_info[name], name)
 
 
-def as_uuid(raw: str, name: str) -> str:
-    """`raw` in canonical UUID form, or a 400 naming the parameter."""
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise BadRequest(f"{name} must be a UUID, got {raw[:64]!r}") from None
+def named_call(request: web.Request, raw: str, name: str = "call_id") -> CallRef:
+    """The caller's call `raw` names."""
+    return CallRef(appkeys.api_key(request).id, parse_call_id(raw, name))
 
 
 def json_response(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from api import appkeys
-from api.handlers.common import json_body, json_response, path_uuid
-from api.schemas import posted_event
+from api.handlers.common import json_body, json_response, path_call
+from api.schemas import HistoryPage, parse_query, posted_event
 from calls.views import event_body
 
 
@@ -18,6 +18,18 @@ async def post_event(request: web.Request) -> web.Response:
 
 
 async def call_events(request: web.Request) -> web.Response:
-    call_id = path_uuid(request)
-    events = await request.app[appkeys.EVENTS].history(appkeys.api_key(request), call_id)
-    return json_response({"call_id": call_id, "data": [event_body(event) for event in events]})
+    """A page of the call's history, oldest first: `limit` events after `after_seq`."""
+    call = path_call(request)
+    page = parse_query(HistoryPage, request.query)
+    # One more than the page, to know whether another follows.
+    events = await request.app[appkeys.EVENTS].history(call, page.after_seq, page.limit + 1)
+    more = len(events) > page.limit
+    events = events[: page.limit]
+    return json_response(
+        {
+            "call_id": call.ref,
+            "data": [event_body(event) for event in events],
+            "limit": page.limit,
+            "next_after_seq": events[-1]["seq"] if more else None,
+        }
+    )

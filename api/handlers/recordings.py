@@ -9,19 +9,17 @@ from __future__ import annotations
 from aiohttp import web
 
 from api import appkeys
-from api.handlers.common import path_uuid
+from api.handlers.common import path_call
 from calls.storage import LocalFile, Redirect, inline_disposition
 from core.errors import NotFound
 from db.recordings import fetch_recording
 
 
 async def get_recording(request: web.Request) -> web.StreamResponse:
-    call_id = path_uuid(request)
-    row = await fetch_recording(
-        request.app[appkeys.STORES].pool, call_id, appkeys.api_key(request).id
-    )
+    call = path_call(request)
+    row = await fetch_recording(request.app[appkeys.STORES].pool, call)
     found = (
-        await request.app[appkeys.RECORDINGS].locate(call_id, row["storage_key"]) if row else None
+        await request.app[appkeys.RECORDINGS].locate(call.ref, row["storage_key"]) if row else None
     )
     match found:
         case LocalFile(path, filename):

@@ -14,7 +14,7 @@ from aiohttp import WSMsgType, web
 from aiohttp_sse import sse_response
 
 from api import appkeys
-from api.handlers.common import as_uuid, path_uuid
+from api.handlers.common import named_call, path_call
 from api.realtime.follow import follow_call, follow_key
 from api.realtime.hub import RESYNC
 from core.errors import BadRequest
@@ -43,12 +43,10 @@ def _last_event_id(request: web.Request) -> int | None:
 
 async def call_stream(request: web.Request) -> web.StreamResponse:
     """SSE: each message's id is its seq, so a reconnect with Last-Event-ID resumes exactly."""
-    call_id = path_uuid(request)
+    call = path_call(request)
     after_seq = _last_event_id(request)
     app = request.app
-    follow = follow_call(
-        app[appkeys.HUB], app[appkeys.STORES].pool, call_id, appkeys.api_key(request).id, after_seq
-    )
+    follow = follow_call(app[appkeys.HUB], app[appkeys.STORES].pool, call, after_seq)
     async with (
         follow as messages,
         _sse(request) as stream,
@@ -63,11 +61,9 @@ async def call_websocket(request: web.Request) -> web.StreamResponse:
     raw_id = request.query.get("call_id")
     if not raw_id:
         raise BadRequest("Missing required query parameter: call_id")
-    call_id = as_uuid(raw_id, "call_id")
+    call = named_call(request, raw_id)
     app = request.app
-    follow = follow_call(
-        app[appkeys.HUB], app[appkeys.STORES].pool, call_id, appkeys.api_key(request).id
-    )
+    follow = follow_call(app[appkeys.HUB], app[appkeys.STORES].pool, call)
     async with follow as messages:
         ws = web.WebSocketResponse(heartbeat=app[appkeys.SETTINGS].stream_ping_s)
         await ws.prepare(request)

@@ -13,33 +13,40 @@ import asyncpg
 
 from api.realtime.hub import RESYNC, Hub, Subscription
 from calls.views import message_of
+from core.call_ids import CallRef
 from core.errors import NotFound
 from core.lifecycle import Status
 from db import calls as db_calls
 
+# History is read this many rows at a time, so a catch-up never holds a whole history.
+HISTORY_PAGE = 200
+
 
 @contextlib.asynccontextmanager
 async def follow_call(
-    hub: Hub, pool: asyncpg.Pool, call_id: str, key_id: str, after_seq: int | None = None
+    hub: Hub, pool: asyncpg.Pool, call: CallRef, after_seq: int | None = None
 ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-    """Open a follow of a call owned by `key_id`; raises NotFound before anything is sent.
+    """Open a follow of a key's call; raises NotFound before anything is sent.
 
     Subscribes before reading PostgreSQL, so nothing committed in between is missed. The
     messages are ordered by seq; a gap (a lost publish, a slow reader) is filled from history,
     and a message seen before is dropped.
     """
-    with hub.call(call_id, key_id) as sub:
-        latest = await db_calls.fetch_latest_event(pool, call_id, key_id)
+    with hub.call(call.key_id, call.ref) as sub:
+        latest = await db_calls.fetch_latest_event(pool, call)
         if latest is None:
             raise NotFound("Call not found")
-        async with contextlib.aclosing(_messages(sub, pool, latest, after_seq)) as messages:
+        async with contextlib.aclosing(_messages(sub, pool, call, latest, after_seq)) as messages:
             yield messages
 
 
 async def _messages(
-    sub: Subscription, pool: asyncpg.Pool, latest: asyncpg.Record, after_seq: int | None
+    sub: Subscription,
+    pool: asyncpg.Pool,
+    call: CallRef,
+    latest: asyncpg.Record,
+    after_seq: int | None,
 ) -> AsyncIterator[dict[str, Any]]:
-    call_id = latest["call_id"]
     if after_seq is None:
         yield message_of(latest)
     if after_seq is None or after_seq >= latest["seq"]:
@@ -47,14 +54,14 @@ async def _messages(
         last, status = latest["seq"], latest["status"]
     else:
         last, status = after_seq, None
-        async for message in _history(pool, call_id, last):
+        async for message in _history(pool, call, last):
             last, status = message["seq"], message["status"]
             yield message
 
     while status != Status.COMPLETED:
         message = await sub.get()
         if message is RESYNC or message["seq"] > last + 1:
-            async for missed in _history(pool, call_id, last):
+            async for missed in _history(pool, call, last):
                 last, status = missed["seq"], missed["status"]
                 yield missed
             continue
@@ -65,10 +72,23 @@ async def _messages(
 
 
 async def _history(
-    pool: asyncpg.Pool, call_id: str, after_seq: int
+    pool: asyncpg.Pool,
+    call: CallRef,
+    after_seq: int,
+    before_seq: int | None = None,
+    received_since: datetime | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
-    for row in await db_calls.fetch_events(pool, call_id, after_seq):
-        yield message_of(row)
+    """The call's history after `after_seq` (before `before_seq`, committed since
+    `received_since`), a page at a time."""
+    while True:
+        rows = await db_calls.fetch_events(
+            pool, call, after_seq, HISTORY_PAGE, before_seq, received_since
+        )
+        for row in rows:
+            yield message_of(row)
+        if len(rows) < HISTORY_PAGE:
+            return
+        after_seq = rows[-1]["seq"]
 
 
 # Calls whose last seq a key stream remembers, to drop repeats and fill gaps.
@@ -115,10 +135,12 @@ async def _key_messages(
             continue
         if seq > last + 1:
             # A gap: an earlier update of this call is late (left in the outbox, or lost with a
-            # connection). Fill it from history, but only with what this stream should have seen.
-            for row in await db_calls.fetch_events(pool, call_id, last, key_id):
-                if row["seq"] < seq and (call_id in last_seq or row["received_at"] >= since):
-                    yield message_of(row)
+            # connection). Fill it from history, but only with what this stream should have seen:
+            # of a call it has not seen yet, what was committed since it started (or resynced).
+            call = CallRef(key_id, call_id)
+            received_since = None if call_id in last_seq else since
+            async for missed in _history(pool, call, last, seq, received_since):
+                yield missed
         last_seq[call_id] = seq
         last_seq.move_to_end(call_id)
         if len(last_seq) > REMEMBERED_CALLS:

@@ -49,7 +49,8 @@ class Hub:
         self._redis = redis
         self._queue_size = queue_size
         self._streams_per_key = streams_per_key
-        self._by_call: defaultdict[str, set[Subscription]] = defaultdict(set)
+        # Streams of one call, by (key id, the call's id as the key knows it), and of a key.
+        self._by_call: defaultdict[tuple[str, str], set[Subscription]] = defaultdict(set)
         self._by_key: defaultdict[str, set[Subscription]] = defaultdict(set)
         # Open streams of each API key on this process, of both kinds.
         self._open: Counter[str] = Counter()
@@ -72,9 +73,9 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def call(self, call_id: str, key_id: str) -> contextlib.AbstractContextManager[Subscription]:
-        """Subscribe to one call's messages for the life of the `with` block."""
-        return self._subscribe(self._by_call, call_id, key_id)
+    def call(self, key_id: str, ref: str) -> contextlib.AbstractContextManager[Subscription]:
+        """Subscribe to the messages of the key's call `ref` for the life of the `with` block."""
+        return self._subscribe(self._by_call, (key_id, ref), key_id)
 
     def key(self, key_id: str) -> contextlib.AbstractContextManager[Subscription]:
         """Subscribe to the messages of every call of an API key."""
@@ -82,7 +83,7 @@ class Hub:
 
     @contextlib.contextmanager
     def _subscribe(
-        self, index: defaultdict[str, set[Subscription]], name: str, key_id: str
+        self, index: defaultdict[Any, set[Subscription]], name: Any, key_id: str
     ) -> Iterator[Subscription]:
         if self._open[key_id] >= self._streams_per_key:
             raise RateLimited(
@@ -103,7 +104,7 @@ class Hub:
                 del self._open[key_id]
 
     @staticmethod
-    def _discard(index: defaultdict[str, set[Subscription]], name: str, sub: Subscription) -> None:
+    def _discard(index: defaultdict[Any, set[Subscription]], name: Any, sub: Subscription) -> None:
         subs = index.get(name)
         if subs is not None:
             subs.discard(sub)
@@ -115,7 +116,7 @@ class Hub:
             return  # nobody here is listening: not worth parsing
         message = orjson.loads(payload)
         key_id = message.pop("key_id", None)
-        for sub in self._by_call.get(message["call_id"], ()):
+        for sub in self._by_call.get((key_id, message["call_id"]), ()):
             sub.offer(message)
         for sub in self._by_key.get(key_id, ()):
             sub.offer(message)

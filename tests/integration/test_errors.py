@@ -96,9 +96,13 @@ async def test_oversized_body_is_413(api: Api) -> None:
     assert "65536" in body["message"]
 
 
-async def test_non_uuid_call_id_is_400(api: Api) -> None:
-    status, body, _ = await raw(api, "GET", "/calls/not-a-uuid", headers=api.auth)
-    assert (status, body["message"]) == (400, "call_id must be a UUID, got 'not-a-uuid'")
+async def test_what_cannot_be_a_call_id_is_400(api: Api) -> None:
+    status, body, _ = await raw(api, "GET", "/calls/not%2Ba%2Bcall", headers=api.auth)
+    assert (status, body["message"]) == (
+        400,
+        "call_id must be a UUID or 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-',"
+        " got 'not+a+call'",
+    )
 
 
 async def test_unknown_route_is_404_json(api: Api) -> None:

@@ -133,19 +133,22 @@ async def history(api: Api, call_id: str, prefix: str = "") -> list[dict[str, An
 
 
 async def stored(pg, call_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """The call's row and its call_events rows, straight from PostgreSQL."""
+    """The call's row and its call_events rows, straight from PostgreSQL (`call_id`: the id its
+    key knows it by, unique enough among the tests' random ids)."""
     call = await pg.fetchrow(
         """
         SELECT kind, status, seq, flags, agent_id, queue_id, call_type, end_reason, updated_at,
                started_at, routed_at, answered_at, held_at, ended_at
-          FROM calls WHERE id = $1
+          FROM calls WHERE coalesce(ref, id::text) = $1
         """,
         call_id,
     )
     events = await pg.fetch(
         """
         SELECT seq, event, event_id, from_status, to_status, flags, raised_flags, data
-          FROM call_events WHERE call_id = $1 ORDER BY seq
+          FROM call_events
+         WHERE call_id = (SELECT id FROM calls WHERE coalesce(ref, id::text) = $1)
+         ORDER BY seq
         """,
         call_id,
     )
@@ -612,11 +615,15 @@ async def test_without_a_valid_key_it_is_401(api: Api, pg, method, path, headers
 
 
 @pytest.mark.parametrize("prefix", ["", "/api"])
-async def test_the_history_of_a_non_uuid_call_id_is_400(api: Api, prefix) -> None:
-    status, body, _ = await api.request("GET", f"{prefix}/calls/not-a-uuid/events")
+async def test_the_history_of_what_cannot_be_a_call_id_is_400(api: Api, prefix) -> None:
+    status, body, _ = await api.request("GET", f"{prefix}/calls/not%20a%20call/events")
 
     assert status == 400
-    assert body == {"error": "Bad Request", "message": "call_id must be a UUID, got 'not-a-uuid'"}
+    assert body == {
+        "error": "Bad Request",
+        "message": "call_id must be a UUID or 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', "
+        "':' and '-', got 'not a call'",
+    }
 
 
 async def test_events_for_an_unknown_call_are_404(api: Api) -> None:
@@ -648,16 +655,22 @@ async def test_another_keys_call_is_404_and_untouched(make_api, pg) -> None:
     assert await stored(pg, call_id) == before
 
 
-async def test_a_stranger_cannot_replay_an_event_id_into_another_keys_call(make_api, pg) -> None:
+async def test_a_stranger_naming_another_keys_call_gets_a_call_of_its_own(make_api, pg) -> None:
+    """Call ids a sender gives are its key's: another key's id, its event id too, makes an
+    independent call, and nothing of the owner's call shows or changes."""
     owner, stranger = await make_api(), await make_api()
     call_id = await initiate(owner, event_id="start-1")
+    before = (await owner.request("GET", f"/calls/{call_id}/events"))[:2]
 
     status, body = await send(
-        stranger, "call_initiated", call_id, event_id="start-1", type="voice", queue_id="q"
+        stranger, "call_initiated", call_id, event_id="start-1", type="voice", queue_id="theirs"
     )
 
-    assert status == 409, body
-    assert "data" not in body
+    assert status == 201, body
+    assert (body["call_id"], body["seq"], body["data"]["queue_id"]) == (call_id, 1, "theirs")
+    assert (await owner.request("GET", f"/calls/{call_id}/events"))[:2] == before
+    _, theirs, _ = await stranger.get_call(call_id)
+    assert theirs["queue_id"] == "theirs"
 
 
 # -- 4. bad bodies ---------------------------------------------------------------------------
@@ -698,7 +711,7 @@ CALL = "5f1c1d0e-8a9b-4c59-9f3e-0b6a4b7c2d11"
         ({"event": "call_teleported", "call_id": CALL}, ["event must be one of call_initiated"]),
         ({"call_id": CALL}, ["Missing required fields: event"]),
         ({"event": "call_answered"}, ["Missing required fields: call_id"]),
-        ({"event": "call_answered", "call_id": "42"}, ["call_id must be a UUID"]),
+        ({"event": "call_answered", "call_id": "4 2"}, ["call_id must be a UUID or 1 to 128"]),
         ({"event": "call_answered", "call_id": CALL, "colour": "red"}, ["colour"]),
         (
             {"event": "call_answered", "call_id": CALL, "occurred_at": "yesterday"},
@@ -718,7 +731,7 @@ CALL = "5f1c1d0e-8a9b-4c59-9f3e-0b6a4b7c2d11"
         (
             {
                 "event": "call_routed",
-                "call_id": "nope",
+                "call_id": "no/pe",
                 "agent_id": "",
                 "routingTime": -1,
                 "colour": "red",
@@ -731,7 +744,7 @@ CALL = "5f1c1d0e-8a9b-4c59-9f3e-0b6a4b7c2d11"
             ],
         ),
         (
-            {"event": "call_initiated", "queue_id": "", "callId": "x", "to": 5},
+            {"event": "call_initiated", "queue_id": "", "callId": "x y", "to": 5},
             [
                 "Missing required fields: type",
                 "queue_id must not be empty",

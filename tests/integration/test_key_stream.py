@@ -175,8 +175,11 @@ async def history(pg: asyncpg.Connection, call_ids: list[str]) -> dict[str, list
     """call_events of the calls, as the realtime messages they should have been."""
     rows = await pg.fetch(
         """
-        SELECT call_id::text, seq, event, from_status, to_status, flags, occurred_at
-          FROM call_events WHERE call_id = ANY($1::uuid[]) ORDER BY call_id, seq
+        SELECT coalesce(c.ref, c.id::text) AS call_id, e.seq, e.event, e.from_status,
+               e.to_status, e.flags, e.occurred_at
+          FROM call_events e JOIN calls c ON c.id = e.call_id
+         WHERE coalesce(c.ref, c.id::text) = ANY($1::text[])
+         ORDER BY 1, e.seq
         """,
         call_ids,
     )
@@ -230,7 +233,12 @@ async def ingested_lifecycle(api: Api, call_id: str) -> list[dict[str, Any]]:
 
 async def outbox_rows(pg: asyncpg.Connection, call_ids: list[str]) -> list[tuple[str, int]]:
     rows = await pg.fetch(
-        "SELECT call_id::text, seq FROM outbox WHERE call_id = ANY($1::uuid[]) ORDER BY id",
+        """
+        SELECT coalesce(c.ref, c.id::text) AS call_id, o.seq
+          FROM outbox o JOIN calls c ON c.id = o.call_id
+         WHERE coalesce(c.ref, c.id::text) = ANY($1::text[])
+         ORDER BY o.id
+        """,
         call_ids,
     )
     return [(row["call_id"], row["seq"]) for row in rows]
@@ -428,7 +436,11 @@ async def test_the_outbox_is_empty_shortly_after_normal_traffic(api: Api, pg) ->
         await api.wait_for(call_id, lambda c: c["status"] == "COMPLETED", LIFECYCLE_TIMEOUT_S)
     everything = [*call_ids, ingested]
     events = await pg.fetchval(
-        "SELECT count(*) FROM call_events WHERE call_id = ANY($1::uuid[])", everything
+        """
+        SELECT count(*) FROM call_events e JOIN calls c ON c.id = e.call_id
+         WHERE coalesce(c.ref, c.id::text) = ANY($1::text[])
+        """,
+        everything,
     )
     assert events >= 3 * 3 + 6
 

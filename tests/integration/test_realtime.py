@@ -186,8 +186,10 @@ async def history(pg, call_id: str) -> list[dict[str, Any]]:
     """call_events as the realtime messages they should have been."""
     rows = await pg.fetch(
         """
-        SELECT seq, event, from_status, to_status, flags, occurred_at
-          FROM call_events WHERE call_id = $1 ORDER BY seq
+        SELECT e.seq, e.event, e.from_status, e.to_status, e.flags, e.occurred_at
+          FROM call_events e JOIN calls c ON c.id = e.call_id
+         WHERE coalesce(c.ref, c.id::text) = $1
+         ORDER BY e.seq
         """,
         call_id,
     )
@@ -383,8 +385,8 @@ async def test_websocket_on_another_keys_call_is_404_json(make_api) -> None:
     assert (status, body) == (404, {"error": "Not Found", "message": "Call not found"})
 
 
-@pytest.mark.parametrize("call_id", ["", "not-a-uuid"])
-async def test_websocket_without_a_uuid_call_id_is_400_json(api: Api, call_id) -> None:
+@pytest.mark.parametrize("call_id", ["", "not a call", "x" * 129])
+async def test_websocket_without_a_call_id_is_400_json(api: Api, call_id) -> None:
     status, body = await refused_upgrade(api.http, ws_url(api, call_id), api.auth)
 
     assert status == 400
@@ -441,11 +443,15 @@ async def test_streaming_an_unknown_call_is_404(api: Api) -> None:
     assert (status, body) == (404, {"error": "Not Found", "message": "Call not found"})
 
 
-async def test_streaming_a_non_uuid_call_id_is_400(api: Api) -> None:
-    status, body, _ = await api.request("GET", "/calls/not-a-uuid/stream")
+async def test_streaming_what_cannot_be_a_call_id_is_400(api: Api) -> None:
+    status, body, _ = await api.request("GET", "/calls/not%20a%20call/stream")
 
     assert status == 400
-    assert body == {"error": "Bad Request", "message": "call_id must be a UUID, got 'not-a-uuid'"}
+    assert body == {
+        "error": "Bad Request",
+        "message": "call_id must be a UUID or 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', "
+        "':' and '-', got 'not a call'",
+    }
 
 
 @pytest.mark.parametrize(

@@ -158,8 +158,25 @@ def test_call_id_in_another_uuid_spelling_is_handed_on_canonical() -> None:
     assert posted_event(later("call_hold", call_id=CALL_ID.upper())).call_id == CALL_ID
 
 
-def test_call_id_that_is_not_a_uuid_is_refused() -> None:
-    assert refusal(later("call_hold", call_id="call-1")) == "call_id must be a UUID"
+@pytest.mark.parametrize(
+    "call_id", ["", "has space", "a/b", "x" * 129, "caf\u00e9", "a\nb", "{not-a-uuid}"]
+)
+def test_call_id_that_is_neither_a_uuid_nor_a_plain_id_is_refused(call_id: str) -> None:
+    assert refusal(later("call_hold", call_id=call_id)) == (
+        "call_id must be a UUID or 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-'"
+    )
+
+
+@pytest.mark.parametrize("call_id", ["call-1", "1700000000.123", "SIP:abc_DEF-9", "x" * 128])
+def test_a_senders_own_call_id_is_taken_as_it_is(call_id: str) -> None:
+    assert posted_event(later("call_hold", call_id=call_id)).call_id == call_id
+
+
+def test_a_uuid_call_id_is_taken_in_canonical_form() -> None:
+    given = "{0B6F4C3E2F4A4D9E9A573C1F1D2E8B01}"
+    assert posted_event(later("call_hold", call_id=given)).call_id == (
+        "0b6f4c3e-2f4a-4d9e-9a57-3c1f1d2e8b01"
+    )
 
 
 # call_id: optional on call_initiated only.
@@ -430,14 +447,14 @@ def test_every_bad_field_of_call_initiated_is_named() -> None:
 def test_every_bad_field_of_call_ended_is_named() -> None:
     body = {
         "event": "call_ended",
-        "callId": "nope",
+        "callId": "no pe",
         "endReason": "hung_up",
         "duration": "3",
         "occurredAt": "soon",
     }
 
     assert refusal(body) == (
-        "call_id must be a UUID; "
+        "call_id must be a UUID or 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-'; "
         "occurred_at must be an ISO 8601 date and time; "
         "end_reason must be one of completed, abandoned, failed, canceled; "
         f"duration {NOT_A_NUMBER}"

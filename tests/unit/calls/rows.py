@@ -12,6 +12,7 @@ def call_row(**overrides: Any) -> dict[str, Any]:
     """A simulated call, RINGING at seq 2; keyword arguments replace columns."""
     row: dict[str, Any] = {
         "call_id": "0b6f4c3e-2f4a-4d9e-9a57-3c1f1d2e8b01",
+        "ref": "0b6f4c3e-2f4a-4d9e-9a57-3c1f1d2e8b01",
         "key_id": "7d1c9a60-5b2e-4c0f-8f3a-2e6b9d4a1c77",
         "kind": "simulated",
         "status": "RINGING",
@@ -34,4 +35,7 @@ def call_row(**overrides: Any) -> dict[str, Any]:
         "held_at": None,
         "ended_at": None,
     }
-    return row | overrides
+    row |= overrides
+    if "call_id" in overrides and "ref" not in overrides:
+        row["ref"] = row["call_id"]  # a call whose id the platform made
+    return row
