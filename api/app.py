@@ -15,6 +15,7 @@ from api.realtime.hub import Hub
 from api.routes import setup_routes
 from calls.batches import IN_FLIGHT, Batcher
 from calls.events import EventService
+from calls.limits import open_limiter
 from calls.recordings import Recordings
 from calls.service import CallService
 from calls.stores import Stores
@@ -35,11 +36,16 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     # alike) in one batcher, posted events' transitions in another.
     inserts = Batcher(transitions.insert)
     writes = Batcher(transitions.write_decided)
-    app[appkeys.CALLS] = CallService(stores, inserts)
-    app[appkeys.EVENTS] = EventService(stores, transitions, inserts, writes)
+    limiter = open_limiter(stores)
+    # A new Redis starts the clock a restore of the limits waits on (core/limiter.py) now,
+    # not at the first request.
+    await limiter.settle_left_ms()
+    app[appkeys.CALLS] = CallService(stores, inserts, limiter)
+    app[appkeys.EVENTS] = EventService(stores, transitions, inserts, writes, limiter)
     yield
     await inserts.aclose()
     await writes.aclose()
+    await limiter.aclose()
     await transitions.publisher.close()
     await stores.close()
 

@@ -15,7 +15,7 @@ from core import logs
 from core.call_ids import CallRef, named_call_uuid
 from core.errors import Conflict, NotFound
 from core.lifecycle import Event
-from core.limiter import EventRate
+from core.limiter import CallKind, EventRate, Limiter
 from db import calls as db_calls
 from db.calls import EventRead, NewCall, Transition
 from db.keys import ApiKey
@@ -62,8 +62,10 @@ class EventService:
         transitions: Transitions,
         inserts: Batcher[NewCall, Row | None],
         writes: Batcher[Transition, Row | None],
+        limiter: Limiter,
     ) -> None:
         self._stores = stores
+        self._limiter = limiter
         self._transitions = transitions
         self._inserts = inserts
         self._writes = writes
@@ -126,8 +128,14 @@ class EventService:
             call_id = str(uuid.uuid5(_CALL_IDS, f"{key.id}:{posted.event_id}"))
         else:
             call_id = str(uuid.uuid4())
+        settings = self._stores.settings
+        taken = await self._limiter.acquire_ingested(
+            key.id,
+            call_id,
+            key.max_active_ingested_calls or settings.max_active_ingested_calls_per_key,
+        )
         # Committed and made visible together with other requests' new calls.
-        row = await self._inserts.submit(
+        inserted = self._inserts.submit(
             NewCall(
                 call_id=call_id,
                 key_id=key.id,
@@ -144,6 +152,10 @@ class EventService:
                 ref=ref,
             )
         )
+        if taken:
+            row = await self._limiter.keep_if_created(inserted, key.id, call_id, CallKind.INGESTED)
+        else:
+            row = await inserted
         if row is None:
             # The key has a call by that name already: a repeat of this event, or a conflict.
             taken = CallRef(key.id, ref or call_id)

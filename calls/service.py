@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import uuid
 from collections.abc import Mapping
@@ -36,13 +35,13 @@ def request_fingerprint(body: Mapping[str, Any]) -> bytes:
 
 
 class CallService:
-    def __init__(self, stores: Stores, inserts: Batcher[db_calls.NewCall, Any]) -> None:
+    def __init__(
+        self, stores: Stores, inserts: Batcher[db_calls.NewCall, Any], limiter: Limiter
+    ) -> None:
         self._stores = stores
-        self._limiter = Limiter(stores.mux)
+        self._limiter = limiter
         self._live = LiveState(stores.mux)
         self._inserts = inserts
-        # Limit slots given back after their request went away (see create).
-        self._undoing: set[asyncio.Task[None]] = set()
 
     async def create(
         self,
@@ -88,33 +87,14 @@ class CallService:
                 request_id=logs.request_id.get(),
             )
         )
-        try:
-            row = await asyncio.shield(inserted)
-        except asyncio.CancelledError:
-            # The client went away; the insert goes on, and the slots are given back only if
-            # it does not create the call.
-            inserted.add_done_callback(lambda done: self._undo_unless_created(done, key, call_id))
-            raise
-        except BaseException:
-            await self._limiter.undo(key.id, call_id)
-            raise
+        row = await self._limiter.keep_if_created(inserted, key.id, call_id)
         if row is None:
             # A concurrent request with the same Idempotency-Key committed first.
-            await self._limiter.undo(key.id, call_id)
             earlier = await self._replay(key, idempotency_key or "", fingerprint)
             assert earlier is not None
             return earlier
 
         return Created(row, replayed=False, grant=grant)
-
-    def _undo_unless_created(
-        self, inserted: asyncio.Future[Any], key: ApiKey, call_id: str
-    ) -> None:
-        if not inserted.cancelled() and inserted.exception() is None and inserted.result():
-            return
-        task = asyncio.get_running_loop().create_task(self._limiter.undo(key.id, call_id))
-        self._undoing.add(task)
-        task.add_done_callback(self._undoing.discard)
 
     async def _replay(
         self, key: ApiKey, idempotency_key: str, fingerprint: bytes | None

@@ -19,8 +19,9 @@ from calls.timers import Timers
 from calls.views import message_of
 from core import keys, logs
 from core.clock import now_ms
-from core.errors import InvalidTransition
+from core.errors import Conflict, InvalidTransition
 from core.lifecycle import TARGET_OF, Event, Status, next_status, timer_delay_ms
+from core.limiter import CallKind, slot_set
 from core.redis_mux import Batch
 from core.rules import Durations, Thresholds, raised_flags
 from db import calls as db_calls
@@ -111,11 +112,19 @@ class Transitions:
     ) -> Row | None:
         """The transition a posted event makes on `call` as read, to write with
         `write_decided`; raises InvalidTransition, naming both states, when the state machine
-        does not allow it."""
+        does not allow it, and Conflict when the call's history is full."""
         current = Status(call["status"])
         target = next_status(current, event)
         if target is None:
             raise InvalidTransition(current, TARGET_OF[event], event)
+        most = self._stores.settings.max_events_per_call
+        room = most - call["seq"]
+        # The last place is kept for call_ended, so a call can always be ended.
+        if room < 1 or (room == 1 and event is not Event.CALL_ENDED):
+            raise Conflict(
+                f"Call {call['ref']} has reached the limit of {most} events per call"
+                " (MAX_EVENTS_PER_CALL); only call_ended may follow"
+            )
         return self.decide(
             call,
             event,
@@ -277,7 +286,7 @@ class Transitions:
                 # The timer of the state left behind is stale now; tidy it away.
                 Timers.cancel(pipe, keys.advance_timer(call_id, row["seq"] - 1, previous))
             if status is Status.COMPLETED:
-                pipe.zrem(keys.leases(row["key_id"]), call_id)
+                pipe.zrem(slot_set(CallKind(row["kind"]), row["key_id"]), call_id)
                 Timers.schedule(pipe, keys.upload_timer(call_id), now)
             elif row["kind"] == "simulated":
                 delay = timer_delay_ms(status, settings, self._rng)

@@ -26,8 +26,24 @@ def call_state(call_id: str) -> str:
 
 
 def leases(key_id: str) -> str:
-    """Sorted set of the active calls of an API key (concurrency), scored by acquire time ms."""
+    """Slot set of the active simulated calls of an API key (its concurrency limit)."""
     return f"{PREFIX}:key:{{{key_id}}}:leases"
+
+
+def ingested_slots(key_id: str) -> str:
+    """Slot set of the active ingested calls of an API key (MAX_ACTIVE_INGESTED_CALLS)."""
+    return f"{PREFIX}:key:{{{key_id}}}:ingested"
+
+
+# A slot set is a sorted set of call ids scored by the time (ms) their slot was taken, plus the
+# member SLOTS_KNOWN (score +inf) once it is known to hold every active call of its kind: a set
+# without it (Redis lost it, or the key never had one) is restored from PostgreSQL before any
+# slot is given, so a lost set never passes for an empty one.
+SLOTS_KNOWN = "*"
+# Epoch ms since which this Redis has held the limits (set when found missing: a new or flushed
+# Redis). A slot set is restored from PostgreSQL only once LIMIT_RESTORE_SETTLE_MS have passed
+# since, so the inserts whose slots Redis lost have committed and are counted.
+LIMITS_SINCE = f"{PREFIX}:limits:since"
 
 
 def rate_window(key_id: str) -> str:
@@ -38,6 +54,11 @@ def rate_window(key_id: str) -> str:
 def event_window(key_id: str, second: int) -> str:
     """Counter of the events an API key posted in one epoch second."""
     return f"{PREFIX}:key:{{{key_id}}}:events:{second}"
+
+
+def slot_sets(key_id: str) -> tuple[str, ...]:
+    """Every slot set of an API key."""
+    return (leases(key_id), ingested_slots(key_id))
 
 
 def lease_keys_pattern() -> str:

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     max_concurrent_calls_per_key: int = Field(default=3, ge=1)
     max_cps_per_key: int = Field(default=2, ge=1)
     api_key_cache_ttl_ms: int = 5_000
+    # Ingested calls (call_initiated) a key may have active at once; a key's own value wins.
+    max_active_ingested_calls_per_key: int = Field(default=10_000, ge=1)
+    # After Redis lost the limits, how long a restore from PostgreSQL waits for the inserts in
+    # flight then (whose slots went with Redis) to commit and be counted.
+    limit_restore_settle_ms: int = Field(default=1_000, ge=0, le=60_000)
 
     # Lifecycle of simulated calls: delays in ms before each timed transition.
     ring_delay_min_ms: int = 1_000
@@ -69,6 +74,10 @@ class Settings(BaseSettings):
     reroute_s: float = Field(default=15, ge=0)
     # Events one key may post per second (POST /events).
     max_events_per_second_per_key: int = Field(default=1000, ge=1)
+    # Events one call's history may hold; the last place is kept for call_ended.
+    max_events_per_call: int = Field(default=1_000, ge=2, le=1_000_000)
+    # An ingested call with no event for this long is ended by upkeep (end_reason timeout).
+    ingested_call_timeout_s: int = Field(default=14_400, ge=1)
 
     # Recordings
     recording_source: str = "assets/recording.wav"

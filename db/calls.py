@@ -427,6 +427,23 @@ async def fetch_stale_active_calls(
     )
 
 
+async def fetch_idle_ingested_calls(
+    conn: Executor, idle_s: int, limit: int
+) -> list[asyncpg.Record]:
+    """Ingested calls not over that have had no event for `idle_s` seconds."""
+    return await conn.fetch(
+        f"""
+        SELECT {CALL_COLUMNS} FROM calls
+         WHERE status <> 'COMPLETED' AND kind = 'ingested'
+           AND status_changed_at < clock_timestamp() - make_interval(secs => $1::float8)
+         ORDER BY status_changed_at
+         LIMIT $2
+        """,
+        idle_s,
+        limit,
+    )
+
+
 async def fetch_ended_among(conn: Executor, call_ids: Sequence[str]) -> set[str]:
     """Which of `call_ids` are COMPLETED or do not exist (their limit leases can go)."""
     rows = await conn.fetch(
@@ -439,28 +456,36 @@ async def fetch_ended_among(conn: Executor, call_ids: Sequence[str]) -> set[str]
     return {row["id"] for row in rows}
 
 
-async def fetch_keys_with_active_calls(conn: Executor) -> list[str]:
-    """The keys with active simulated calls (ingested calls take no limit slot)."""
+async def fetch_keys_with_active_calls(conn: Executor) -> list[tuple[str, str]]:
+    """The (key id, kind) pairs with active calls: the slot sets that must not be empty."""
     rows = await conn.fetch(
         """
-        SELECT DISTINCT api_key_id::text AS key_id
-          FROM calls WHERE status <> 'COMPLETED' AND kind = 'simulated'
+        SELECT DISTINCT api_key_id::text AS key_id, kind FROM calls WHERE status <> 'COMPLETED'
         """
     )
-    return [row["key_id"] for row in rows]
+    return [(row["key_id"], row["kind"]) for row in rows]
 
 
-async def fetch_active_by_key(conn: Executor, key_ids: Sequence[str]) -> list[asyncpg.Record]:
-    """The active simulated calls of `key_ids` with their creation time (to rebuild their limit
-    leases)."""
-    return await conn.fetch(
+async def fetch_active_slots(
+    conn: Executor, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], dict[str, int]]:
+    """The active calls of each (key id, kind), call id -> creation time in ms (when its slot
+    was taken, near enough), to restore their slot sets."""
+    rows = await conn.fetch(
         """
-        SELECT id::text AS call_id, api_key_id::text AS key_id, created_at
+        SELECT api_key_id::text AS key_id, kind, id::text AS call_id,
+               (extract(epoch FROM created_at) * 1000)::bigint AS created_ms
           FROM calls
-         WHERE status <> 'COMPLETED' AND kind = 'simulated' AND api_key_id = ANY($1::uuid[])
+         WHERE status <> 'COMPLETED'
+           AND (api_key_id, kind) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))
         """,
-        list(key_ids),
+        [key_id for key_id, _ in pairs],
+        [kind for _, kind in pairs],
     )
+    found: dict[tuple[str, str], dict[str, int]] = {pair: {} for pair in pairs}
+    for row in rows:
+        found[(row["key_id"], row["kind"])][row["call_id"]] = row["created_ms"]
+    return found
 
 
 async def fetch_latest_event(conn: Executor, call: CallRef) -> asyncpg.Record | None:

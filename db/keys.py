@@ -28,6 +28,7 @@ class ApiKey:
     max_concurrent_calls: int | None
     max_cps: int | None
     enabled: bool
+    max_active_ingested_calls: int | None = None
 
 
 async def fetch_key_by_hash(
@@ -35,7 +36,8 @@ async def fetch_key_by_hash(
 ) -> ApiKey | None:
     row = await conn.fetchrow(
         """
-        SELECT id::text, name, key_hash, max_concurrent_calls, max_cps, enabled
+        SELECT id::text, name, key_hash, max_concurrent_calls, max_cps, enabled,
+               max_active_ingested_calls
           FROM api_keys WHERE key_hash = $1
         """,
         key_hash,

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import astuple, dataclass
+from datetime import UTC, datetime
 
+from calls.limits import open_limiter
 from calls.live import LiveState
 from calls.publisher import Outgoing, Publisher
 from calls.stores import Stores
 from calls.timers import Timers
+from calls.transitions import Transitions
 from calls.views import message_of
 from core import keys
 from core.clock import now_ms, to_ms
-from core.lifecycle import Status, longest_delay_ms
+from core.lifecycle import Event, Status, longest_delay_ms
+from core.limiter import CallKind, slot_set
 from db import calls as db_calls
 from db import recordings as db_recordings
 from db.outbox import fetch_unpublished
@@ -40,7 +44,8 @@ class UpkeepReport:
     uploads_resumed: int = 0
     updates_republished: int = 0
     leases_reclaimed: int = 0
-    leases_restored: int = 0
+    slot_sets_restored: int = 0
+    idle_calls_ended: int = 0
 
 
 class Upkeep:
@@ -49,13 +54,16 @@ class Upkeep:
         self._timers = Timers(stores.redis)
         self._live = LiveState(stores.redis)
         self._publisher = Publisher(stores)
+        self._limiter = open_limiter(stores)
+        self._transitions = Transitions(stores)
         self._forget_holder = stores.redis.register_script(_FORGET_HOLDER)
 
     async def run_once(self) -> UpkeepReport:
         report = UpkeepReport()
         report.calls_resumed = await self.resume_calls()
         report.uploads_resumed = await self.resume_uploads()
-        report.leases_reclaimed, report.leases_restored = await self.mend_leases()
+        report.leases_reclaimed, report.slot_sets_restored = await self.mend_leases()
+        report.idle_calls_ended = await self.end_idle_ingested()
         report.updates_republished = await self.drain_outbox()
         if any(astuple(report)):
             log.info("upkeep: %s", report)
@@ -123,62 +131,80 @@ class Upkeep:
         return len(items)
 
     async def mend_leases(self) -> tuple[int, int]:
-        """Drop leases of calls that ended (a worker died before releasing them) and restore
-        the leases of keys whose lease set Redis lost. Returns (reclaimed, restored).
+        """Drop slots of calls that ended (a worker died before releasing them) and restore
+        the slot sets Redis lost. Returns (slots reclaimed, sets restored).
 
-        The lease sets are found through the index of the keys that may hold leases
+        The slot sets are found through the index of the keys that may hold slots
         (`keys.lease_holders`), not by walking the keyspace, whose size is every call's live
         state of the last hour: a SCAN of it every pass grew with the traffic. The index is
         seeded by one SCAN when it is missing (a new deployment, a Redis that lost it), and
         every key with an active call in PostgreSQL is put in it on each pass.
 
-        A key's lease set, while it exists, is kept exact by the limiter and the releases: only
-        a missing one is rebuilt. (Rebuilding every key's from a snapshot of the active calls
-        put back the lease of any call that ended meanwhile, a phantom that held a slot until
-        LEASE_CHECK_AFTER_MS reclaimed it.)"""
+        A known slot set is kept exact by the limiter and the releases: only one that is not
+        known is restored, and only once the limits have settled (core/limiter.py), so the
+        inserts in flight when Redis lost it are counted. (Rebuilding every key's from a
+        snapshot of the active calls put back the slot of any call that ended meanwhile, a
+        phantom that held it until LEASE_CHECK_AFTER_MS reclaimed it.)"""
         redis, pool = self._stores.redis, self._stores.pool
         settings = self._stores.settings
         now = now_ms()
         cutoff = now - settings.lease_check_after_ms
         holders = await self._lease_holders()
+        sets = [name for key_id in holders for name in keys.slot_sets(key_id)]
         async with redis.pipeline(transaction=False) as pipe:
-            for key_id in holders:
-                pipe.zrangebyscore(keys.leases(key_id), "-inf", cutoff)
-            olds = await pipe.execute() if holders else []
+            for name in sets:
+                pipe.zrangebyscore(name, "-inf", cutoff)
+            olds = await pipe.execute() if sets else []
         reclaimed = 0
-        for key_id, old in zip(holders, olds, strict=True):
+        for name, old in zip(sets, olds, strict=True):
             if not old:
                 continue
             ended = await db_calls.fetch_ended_among(pool, [m.decode() for m in old])
             if ended:
-                reclaimed += await redis.zrem(keys.leases(key_id), *ended)
+                reclaimed += await redis.zrem(name, *ended)
         await self._forget_idle_holders(holders, now - HOLDER_IDLE_MS)
 
-        restored = 0
-        # Which lease sets are missing is read before the calls are: a call that ends after
-        # the read below is then one whose set was already gone, a narrow window.
-        key_ids = await db_calls.fetch_keys_with_active_calls(pool)
-        if not key_ids:
-            return reclaimed, restored
+        # Which sets are not known is read before the calls are: a call that ends after the
+        # read below is then one whose set was already gone, a narrow window.
+        pairs = [
+            (key_id, CallKind(kind))
+            for key_id, kind in await db_calls.fetch_keys_with_active_calls(pool)
+        ]
+        if not pairs:
+            return reclaimed, 0
         async with redis.pipeline(transaction=False) as pipe:
-            for key_id in key_ids:
-                pipe.exists(keys.leases(key_id))
+            for key_id, kind in pairs:
+                pipe.zscore(slot_set(kind, key_id), keys.SLOTS_KNOWN)
             # Every key with an active call is in the index, whatever the API processes did:
             # the index heals from PostgreSQL within a pass.
-            pipe.zadd(keys.lease_holders(), dict.fromkeys(key_ids, now))
-            present = (await pipe.execute())[:-1]
-        lost = [key_id for key_id, there in zip(key_ids, present, strict=True) if not there]
-        active = await db_calls.fetch_active_by_key(pool, lost) if lost else []
-        if active:
-            async with redis.pipeline(transaction=False) as pipe:
-                for row in active:
-                    pipe.zadd(
-                        keys.leases(row["key_id"]),
-                        {row["call_id"]: to_ms(row["created_at"])},
-                        nx=True,
-                    )
-                restored = sum(await pipe.execute())
+            pipe.zadd(keys.lease_holders(), dict.fromkeys({key_id for key_id, _ in pairs}, now))
+            known = (await pipe.execute())[:-1]
+        lost = [pair for pair, there in zip(pairs, known, strict=True) if there is None]
+        if not lost or await self._limiter.settle_left_ms() > 0:
+            return reclaimed, 0
+        active = await db_calls.fetch_active_slots(pool, [(k, kind.value) for k, kind in lost])
+        restored = await self._limiter.restore(
+            {(kind, key_id): active[(key_id, kind.value)] for key_id, kind in lost}
+        )
         return reclaimed, restored
+
+    async def end_idle_ingested(self) -> int:
+        """End the ingested calls that have had no event for INGESTED_CALL_TIMEOUT_S: a
+        call_ended with the end reason `timeout`, stored, published and flagged like any end
+        (so a sender that never ends its calls cannot hold their slots and live state for
+        ever)."""
+        settings = self._stores.settings
+        rows = await db_calls.fetch_idle_ingested_calls(
+            self._stores.pool, settings.ingested_call_timeout_s, PASS_LIMIT
+        )
+        if not rows:
+            return 0
+        now = datetime.now(UTC)
+        decided = [
+            self._transitions.decide(row, Event.CALL_ENDED, occurred_at=now, end_reason="timeout")
+            for row in rows
+        ]
+        return len(await self._transitions.write_decided(decided))
 
     async def _lease_holders(self) -> dict[str, float]:
         """The keys that may hold leases, with their latest acquire (ms); the index is seeded
@@ -203,7 +229,7 @@ class Upkeep:
         }
 
     async def _forget_idle_holders(self, holders: dict[str, float], idle_before: int) -> None:
-        """Drop from the index the keys with no lease whose latest acquire was before
+        """Drop from the index the keys holding no slot whose latest acquire was before
         `idle_before`; the script keeps one whose acquire came meanwhile."""
         idle = [key_id for key_id, score in holders.items() if score < idle_before]
         if not idle:
@@ -211,8 +237,11 @@ class Upkeep:
         redis = self._stores.redis
         async with redis.pipeline(transaction=False) as pipe:
             for key_id in idle:
-                pipe.exists(keys.leases(key_id))
-            held = await pipe.execute()
-        for key_id, there in zip(idle, held, strict=True):
-            if not there:
+                for name in keys.slot_sets(key_id):
+                    # Any member but SLOTS_KNOWN (scored +inf) is a slot.
+                    pipe.zcount(name, "-inf", "(+inf")
+            counts = await pipe.execute()
+        per_key = len(keys.slot_sets(""))
+        for i, key_id in enumerate(idle):
+            if not any(counts[i * per_key : (i + 1) * per_key]):
                 await self._forget_holder(keys=[keys.lease_holders()], args=[key_id, idle_before])

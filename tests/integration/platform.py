@@ -37,6 +37,9 @@ FAST = {
     "RECONCILE_GRACE_MS": "1000",
     "LEASE_CHECK_AFTER_MS": "1000",
     "SCHEDULER_LOCK_TTL_MS": "1500",
+    # The tests' inserts commit within milliseconds: a create after Redis lost the limits
+    # waits this long for them, not a second.
+    "LIMIT_RESTORE_SETTLE_MS": "300",
     "UPLOAD_BACKOFF_BASE_MS": "100",
     "STREAM_PING_S": "1",
     # Several platforms (two APIs each, some of them) share one PostgreSQL's max_connections.

@@ -17,6 +17,7 @@ from calls.batches import Batcher
 from calls.live import LiveState
 from calls.stores import Stores
 from calls.transitions import Reported, Transitions
+from core.call_ids import CallRef
 from core.lifecycle import Event
 from core.settings import Settings
 from db import calls as db_calls
@@ -174,11 +175,11 @@ async def test_events_calls_are_read_together_each_answer_in_its_place(stores, k
     )
     missing = str(uuid.uuid4())
     reads = [
-        db_calls.EventRead(mine["call_id"], key_id, "first"),  # its earlier copy is seq 1
-        db_calls.EventRead(missing, key_id, None),
-        db_calls.EventRead(other["call_id"], str(uuid.uuid4()), None),  # not that key's
-        db_calls.EventRead(mine["call_id"], key_id, "new"),
-        db_calls.EventRead(mine["call_id"], key_id, None),
+        db_calls.EventRead(CallRef(key_id, mine["call_id"]), "first"),  # earlier copy: seq 1
+        db_calls.EventRead(CallRef(key_id, missing), None),
+        db_calls.EventRead(CallRef(str(uuid.uuid4()), other["call_id"]), None),  # not theirs
+        db_calls.EventRead(CallRef(key_id, mine["call_id"]), "new"),
+        db_calls.EventRead(CallRef(key_id, mine["call_id"]), None),
     ]
     statements: list[int] = []
     read = Batcher(

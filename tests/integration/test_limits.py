@@ -103,7 +103,7 @@ async def test_original_concurrency_scenario_at_default_limits(
         # Refused requests took nothing: still exactly the three leases.
         lease_keys = [k async for k in redis.scan_iter(match=keys.lease_keys_pattern())]
         assert len(lease_keys) == 1
-        assert await redis.zcard(lease_keys[0]) == 3
+        assert await redis.zcount(lease_keys[0], "-inf", "(+inf") == 3
     finally:
         await redis.aclose()
 
@@ -129,7 +129,7 @@ async def test_rejected_requests_take_no_rate_slot(make_api, redis: Redis, pg) -
         assert (status, body["message"]) == (429, "Maximum concurrent calls reached (1)")
     key_id = await key_id_of(api, pg)
     assert await redis.zcard(keys.rate_window(key_id)) == 1
-    assert await redis.zcard(keys.leases(key_id)) == 1
+    assert await redis.zcount(keys.leases(key_id), "-inf", "(+inf") == 1
 
 
 async def test_leaked_leases_are_reclaimed(make_api, redis: Redis, pg) -> None:
@@ -158,7 +158,7 @@ async def test_leases_lost_with_redis_are_restored_from_postgresql(
         assert [(await api.create_call())[0] for _ in range(3)] == [201] * 3
         # This key's own set: the module's earlier calls may still hold leases of other keys.
         lease_key = keys.leases(await key_id_of(api, pg))
-        assert await redis.zcard(lease_key) == 3
+        assert await redis.zcount(lease_key, "-inf", "(+inf") == 3
         await redis.delete(lease_key)
 
         await wait_until(lambda: _zcard_is(redis, lease_key, 3), timeout=2)
@@ -171,4 +171,4 @@ async def test_leases_lost_with_redis_are_restored_from_postgresql(
 
 
 async def _zcard_is(redis: Redis, key, count: int) -> bool:
-    return await redis.zcard(key) == count
+    return await redis.zcount(key, "-inf", "(+inf") == count

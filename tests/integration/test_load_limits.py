@@ -169,7 +169,7 @@ class LimitSampler:
             while True:
                 async with redis.pipeline(transaction=True) as pipe:
                     pipe.zrange(keys.rate_window(self.key_id), 0, -1, withscores=True)
-                    pipe.zcard(keys.leases(self.key_id))
+                    pipe.zcount(keys.leases(self.key_id), "-inf", "(+inf")
                     window, leases = await pipe.execute()
                 now = time.monotonic()
                 self.longest_gap_s = max(self.longest_gap_s, now - last)
@@ -234,7 +234,7 @@ async def wait_no_leases(platform: Platform, key_id: str, timeout: float = 5) ->
     redis = Redis.from_url(platform.redis_url)
     try:
         deadline = time.monotonic() + timeout
-        while (held := await redis.zcard(keys.leases(key_id))) != 0:
+        while (held := await redis.zcount(keys.leases(key_id), "-inf", "(+inf")) != 0:
             assert time.monotonic() < deadline, f"{held} leases left after every call ended"
             await asyncio.sleep(0.05)
     finally:

@@ -18,6 +18,7 @@ from calls.events import RACES_BEFORE_GIVING_UP, EventService, PostedEvent
 from calls.transitions import Transitions
 from core.errors import Conflict, InvalidTransition
 from core.lifecycle import Event
+from core.limiter import Limiter
 from core.settings import Settings
 from db import calls as db_calls
 from db.calls import Transition
@@ -70,7 +71,8 @@ def service(monkeypatch: pytest.MonkeyPatch) -> EventService:
 
     monkeypatch.setattr(transitions, "after_commit", no_redis)
     batchers = Batcher(transitions.insert), Batcher(transitions.write_decided)
-    return EventService(stores, transitions, *batchers)  # type: ignore[arg-type]
+    limiter = Limiter(redis, lambda key_id, kind: {}, 0)  # type: ignore[arg-type]
+    return EventService(stores, transitions, *batchers, limiter)  # type: ignore[arg-type]
 
 
 def use(monkeypatch: pytest.MonkeyPatch, fake: FakeCalls) -> None:

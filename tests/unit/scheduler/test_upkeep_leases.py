@@ -1,4 +1,5 @@
-"""Upkeep rebuilds a key's limit leases only when Redis lost the key's lease set."""
+"""Upkeep rebuilds a key's slot sets only when Redis lost them, and only once the limits have
+settled; it reclaims slots of calls that ended, through the index of slot holders."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from scheduler import upkeep as upkeep_module
 from scheduler.upkeep import Upkeep
 
 KEY = "7d1c9a60-5b2e-4c0f-8f3a-2e6b9d4a1c77"
-CREATED = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+CREATED_MS = int(datetime(2026, 11, 23, 12, 0, tzinfo=UTC).timestamp() * 1000)
 
 
 @pytest.fixture
@@ -25,28 +26,36 @@ def active_in_postgres(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The key's calls PostgreSQL has as active; the test fills it."""
     active: list[str] = []
 
-    async def keys_with_active(conn: Any) -> list[str]:
-        return [KEY] if active else []
+    async def keys_with_active(conn: Any) -> list[tuple[str, str]]:
+        return [(KEY, "simulated")] if active else []
 
-    async def active_by_key(conn: Any, key_ids: list[str]) -> list[dict[str, Any]]:
-        return [{"call_id": c, "key_id": KEY, "created_at": CREATED} for c in active]
+    async def active_slots(conn: Any, pairs: list[tuple[str, str]]) -> dict:
+        assert pairs == [(KEY, "simulated")]
+        return {(KEY, "simulated"): {c: CREATED_MS for c in active}}
 
     async def ended_among(conn: Any, call_ids: list[str]) -> set[str]:
         return set(call_ids) - set(active)
 
     monkeypatch.setattr(db_calls, "fetch_keys_with_active_calls", keys_with_active)
-    monkeypatch.setattr(db_calls, "fetch_active_by_key", active_by_key)
+    monkeypatch.setattr(db_calls, "fetch_active_slots", active_slots)
     monkeypatch.setattr(db_calls, "fetch_ended_among", ended_among)
     return active
 
 
-def upkeep(redis: FakeRedis) -> Upkeep:
-    stores = SimpleNamespace(settings=Settings(_env_file=None), redis=redis, pool=object())
+def upkeep(redis: FakeRedis, settle_ms: int = 0) -> Upkeep:
+    settings = Settings(_env_file=None, limit_restore_settle_ms=settle_ms)
+    stores = SimpleNamespace(settings=settings, redis=redis, mux=redis, pool=object())
     return Upkeep(stores)  # type: ignore[arg-type]
 
 
 async def leases(redis: FakeRedis) -> set[str]:
-    return {m.decode() for m in await redis.zrange(keys.leases(KEY), 0, -1)}
+    """The slots of KEY's simulated calls (SLOTS_KNOWN left out)."""
+    members = {m.decode() for m in await redis.zrange(keys.leases(KEY), 0, -1)}
+    return members - {keys.SLOTS_KNOWN}
+
+
+async def known(redis: FakeRedis) -> bool:
+    return await redis.zscore(keys.leases(KEY), keys.SLOTS_KNOWN) is not None
 
 
 async def test_a_lost_lease_set_is_rebuilt_from_the_active_calls(
@@ -56,16 +65,30 @@ async def test_a_lost_lease_set_is_rebuilt_from_the_active_calls(
 
     reclaimed, restored = await upkeep(redis).mend_leases()
 
-    assert (reclaimed, restored) == (0, 2)
+    assert (reclaimed, restored) == (0, 1)
     assert await leases(redis) == {"call-a", "call-b"}
+    assert await known(redis)
 
 
-async def test_a_lease_set_that_exists_is_left_as_the_limiter_keeps_it(
+async def test_a_lost_set_is_restored_only_once_the_limits_have_settled(
+    redis: FakeRedis, active_in_postgres: list[str]
+) -> None:
+    """Just after Redis lost them, an insert whose slot went with Redis may not have committed
+    yet: PostgreSQL's list would miss it."""
+    active_in_postgres += ["call-a"]
+
+    _, restored = await upkeep(redis, settle_ms=60_000).mend_leases()
+
+    assert restored == 0
+    assert not await known(redis)
+
+
+async def test_a_known_slot_set_is_left_as_the_limiter_keeps_it(
     redis: FakeRedis, active_in_postgres: list[str]
 ) -> None:
     # call-b ended and gave its slot back after PostgreSQL was read as having it active:
-    # putting its lease back would hold a phantom slot until the lease check reclaims it.
-    await redis.zadd(keys.leases(KEY), {"call-a": 1})
+    # putting its slot back would hold a phantom slot until the lease check reclaims it.
+    await redis.zadd(keys.leases(KEY), {"call-a": 1, keys.SLOTS_KNOWN: "+inf"})
     active_in_postgres += ["call-a", "call-b"]
 
     _, restored = await upkeep(redis).mend_leases()
@@ -148,6 +171,7 @@ async def test_only_idle_keys_with_no_lease_leave_the_index(
     )
     active_in_postgres.append("long-call")
     await redis.zadd(keys.leases(idle_holding), {"long-call": long_ago})
+    await redis.zadd(keys.leases(idle_empty), {keys.SLOTS_KNOWN: "+inf"})
 
     await upkeep(redis).mend_leases()
 
