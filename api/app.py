@@ -60,7 +60,13 @@ async def _recordings(app: web.Application) -> AsyncIterator[None]:
 
 async def _hub(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
-    hub = Hub(app[appkeys.STORES].mux, settings.stream_queue_size, settings.max_streams_per_key)
+    hub = Hub(
+        app[appkeys.STORES].mux,
+        settings.stream_queue_size,
+        settings.max_streams_per_key,
+        # A key changed (python -m db keys): every API process forgets what it knew of it.
+        on_key_change=app[appkeys.KEYS].forget,
+    )
     await hub.start()
     app[appkeys.HUB] = hub
     yield

@@ -10,6 +10,9 @@ PREFIX = "mc"
 
 # Pub/sub channel of every transition; each API process holds one subscription to it.
 EVENTS_CHANNEL = f"{PREFIX}:events"
+# Pub/sub channel of API key changes (`python -m db keys ...`): each API process forgets what it
+# remembers of the key at once, and closes a disabled key's streams.
+KEYS_CHANNEL = f"{PREFIX}:keys"
 # The scheduler's leader lock.
 SCHEDULER_LOCK = f"{PREFIX}:scheduler:leader"
 # Figures the processes share for /metrics: a lateness histogram and plain counters.

@@ -165,13 +165,13 @@ class _Line(asyncio.Protocol):
 
 
 class _Subscriber(asyncio.Protocol):
-    """A connection in subscribed mode: each message's payload handed to `on_message` as it is
-    read, with no queue or task between them."""
+    """A connection in subscribed mode: each message's payload handed to its channel's handler
+    as it is read, with no queue or task between them."""
 
-    def __init__(self, on_message: Callable[[bytes], None]) -> None:
+    def __init__(self, handlers: dict[str, Callable[[bytes], None]]) -> None:
         loop = asyncio.get_running_loop()
         self._reader = hiredis.Reader()
-        self._on_message = on_message
+        self._handlers = {channel.encode(): handler for channel, handler in handlers.items()}
         self._transport: asyncio.Transport | None = None
         self.subscribed: asyncio.Future[None] = loop.create_future()
         self.lost: asyncio.Future[Exception] = loop.create_future()
@@ -188,9 +188,10 @@ class _Subscriber(asyncio.Protocol):
         try:
             while (reply := self._reader.gets()) is not False:
                 if isinstance(reply, list) and reply[0] == b"message":
-                    self._on_message(reply[2])
+                    self._handlers[reply[1]](reply[2])
                 elif isinstance(reply, list) and reply[0] == b"subscribe":
-                    if not self.subscribed.done():
+                    # One confirmation per channel, each with the count subscribed so far.
+                    if reply[2] == len(self._handlers) and not self.subscribed.done():
                         self.subscribed.set_result(None)
                 elif isinstance(reply, hiredis.ReplyError):
                     self._end(BaseParser.parse_error(str(reply)))
@@ -301,15 +302,15 @@ class MultiplexedRedis(AsyncCoreCommands):
 
     async def listen(
         self,
-        channel: str,
-        on_message: Callable[[bytes], None],
+        handlers: dict[str, Callable[[bytes], None]],
         on_subscribed: Callable[[], None] | None = None,
     ) -> None:
-        """Subscribe to `channel` on a connection of its own and hand each message's payload to
-        `on_message` as it is read, until the connection is lost: that is raised."""
-        subscriber = await self._open(lambda: _Subscriber(on_message))
+        """Subscribe to the channels of `handlers` on a connection of its own and hand each
+        message's payload to its channel's handler as it is read, until the connection is
+        lost: that is raised."""
+        subscriber = await self._open(lambda: _Subscriber(handlers))
         try:
-            for command in [*self._hello, ("SUBSCRIBE", channel)]:
+            for command in [*self._hello, ("SUBSCRIBE", *handlers)]:
                 subscriber.send(command)
             async with asyncio.timeout(self._timeout_s):
                 await subscriber.subscribed

@@ -10,11 +10,16 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC
 
 import asyncpg
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from core.errors import BadRequest, DomainError
+from core.keys import KEYS_CHANNEL
 from core.settings import get_settings
 from db.keys import (
     UNCHANGED,
+    KeyChange,
     KeyInfo,
     Unchanged,
     fetch_keys,
@@ -70,12 +75,25 @@ def _limits_text(key: KeyInfo) -> str:
     )
 
 
-def _cache_note() -> str:
-    ttl_ms = get_settings().api_key_cache_ttl_ms
-    return (
-        "Running API processes notice the change within their key cache TTL "
-        f"(API_KEY_CACHE_TTL_MS, {ttl_ms} ms)."
-    )
+async def _announce(change: KeyChange) -> str:
+    """Tell the running API processes (Redis pub/sub): they forget what they knew of the key at
+    once and, when it was disabled, close its open streams. Says what it did."""
+    settings = get_settings()
+    redis = Redis.from_url(settings.redis_dsn, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        await redis.publish(
+            KEYS_CHANNEL,
+            orjson.dumps({"key_id": change.key_id, "enabled": change.after.enabled}),
+        )
+    except (RedisError, OSError) as exc:
+        return (
+            f"Could not tell the running API processes ({_one_line(exc)}): they notice the "
+            f"change within their key cache TTL (API_KEY_CACHE_TTL_MS, "
+            f"{settings.api_key_cache_ttl_ms} ms)."
+        )
+    finally:
+        await redis.aclose()
+    return "Running API processes were told: the change holds at once."
 
 
 def _check_limits(args: argparse.Namespace) -> None:
@@ -143,7 +161,7 @@ async def _keys_switch(conn: asyncpg.Connection, args: argparse.Namespace) -> No
         print(f"API key {args.name!r} is already {state}")
         return
     print(f"API key {args.name!r} {state}")
-    print(_cache_note())
+    print(await _announce(change))
 
 
 def _check_set_limits(args: argparse.Namespace) -> None:
@@ -166,7 +184,7 @@ async def _keys_set_limits(conn: asyncpg.Connection, args: argparse.Namespace) -
         f"(was {_limit_text(before.max_concurrent_calls)}), "
         f"max cps {_limit_text(after.max_cps)} (was {_limit_text(before.max_cps)})"
     )
-    print(_cache_note())
+    print(await _announce(change))
 
 
 # -- command line ----------------------------------------------------------------------------

@@ -94,6 +94,7 @@ class KeyInfo:
 class KeyChange:
     """A key before and after an update."""
 
+    key_id: str
     before: KeyInfo
     after: KeyInfo
 
@@ -154,11 +155,12 @@ async def update_key(
     """Switch a key on or off or change its limits; raises NotFound for an unknown name."""
     async with conn.transaction():
         row = await conn.fetchrow(
-            f"SELECT {_INFO_COLUMNS} FROM api_keys WHERE name = $1 FOR UPDATE", name
+            f"SELECT id::text, {_INFO_COLUMNS} FROM api_keys WHERE name = $1 FOR UPDATE", name
         )
         if row is None:
             raise NotFound(f"no API key named {name!r}")
-        before = KeyInfo(**dict(row))
+        key_id, *_ = row
+        before = KeyInfo(**{k: v for k, v in dict(row).items() if k != "id"})
         changes = {
             field: value
             for field, value in (
@@ -179,4 +181,4 @@ async def update_key(
             after.max_concurrent_calls,
             after.max_cps,
         )
-    return KeyChange(before=before, after=after)
+    return KeyChange(key_id=key_id, before=before, after=after)

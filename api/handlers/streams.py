@@ -10,17 +10,21 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp_sse import sse_response
 
 from api import appkeys
 from api.handlers.common import named_call, path_call
 from api.realtime.follow import follow_call, follow_key
-from api.realtime.hub import RESYNC
+from api.realtime.hub import RESYNC, KeyRevoked
 from core.errors import BadRequest
 
 SEQ_PATTERN = "^[0-9]{1,9}$"
 _SEQ = re.compile(SEQ_PATTERN)
+# The server reads nothing from a WebSocket client: a larger frame closes it (1009).
+WS_MAX_FRAME_BYTES = 1024
+# The close code a WebSocket gets when its key is disabled (4000-4999: the application's own).
+WS_KEY_DISABLED = 4401
 
 
 def _sse(request: web.Request) -> Any:
@@ -51,13 +55,17 @@ async def call_stream(request: web.Request) -> web.StreamResponse:
         follow as messages,
         _sse(request) as stream,
     ):
-        async for message in messages:
-            await stream.send(orjson.dumps(message).decode(), id=str(message["seq"]), event="call")
+        with contextlib.suppress(KeyRevoked):  # the key was disabled: the stream ends
+            async for message in messages:
+                await stream.send(
+                    orjson.dumps(message).decode(), id=str(message["seq"]), event="call"
+                )
     return stream
 
 
 async def call_websocket(request: web.Request) -> web.StreamResponse:
-    """WebSocket: the same messages as JSON text frames; closed (1000) after COMPLETED."""
+    """WebSocket: the same messages as JSON text frames; closed (1000) after COMPLETED, or
+    (4401) when the key is disabled."""
     raw_id = request.query.get("call_id")
     if not raw_id:
         raise BadRequest("Missing required query parameter: call_id")
@@ -65,19 +73,26 @@ async def call_websocket(request: web.Request) -> web.StreamResponse:
     app = request.app
     follow = follow_call(app[appkeys.HUB], app[appkeys.STORES].pool, call)
     async with follow as messages:
-        ws = web.WebSocketResponse(heartbeat=app[appkeys.SETTINGS].stream_ping_s)
+        ws = web.WebSocketResponse(
+            heartbeat=app[appkeys.SETTINGS].stream_ping_s, max_msg_size=WS_MAX_FRAME_BYTES
+        )
         await ws.prepare(request)
         # The client says nothing, but reading is how a close is noticed; it ends the send loop.
         reader = asyncio.create_task(_drain(ws))
         sender = asyncio.create_task(_send_all(ws, messages))
+        code = WSCloseCode.OK
         try:
             await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
+            if sender.done() and isinstance(sender.exception(), KeyRevoked):
+                code = WS_KEY_DISABLED
         finally:
             for task in (reader, sender):
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError, KeyRevoked):
                     await task
-            await ws.close()
+            await ws.close(
+                code=code, message=b"API key disabled" if code != WSCloseCode.OK else b""
+            )
     return ws
 
 
@@ -102,9 +117,10 @@ async def key_stream(request: web.Request) -> web.StreamResponse:
         _sse(request) as stream,
     ):
         await stream.send("{}", event="ready")
-        async for message in messages:
-            if message is RESYNC:
-                await stream.send('{"reason": "updates may have been missed"}', event="resync")
-            else:
-                await stream.send(orjson.dumps(message).decode(), event="call")
+        with contextlib.suppress(KeyRevoked):  # the key was disabled: the stream ends
+            async for message in messages:
+                if message is RESYNC:
+                    await stream.send('{"reason": "updates may have been missed"}', event="resync")
+                else:
+                    await stream.send(orjson.dumps(message).decode(), event="call")
     return stream

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -21,6 +21,12 @@ log = logging.getLogger(__name__)
 # Put in a subscription's queue when messages may have been missed (queue overflow, lost
 # Redis connection): the follower then reads the gap from PostgreSQL.
 RESYNC: dict[str, Any] = {"resync": True}
+# Put in a subscription's queue when its key was disabled: the stream ends.
+_REVOKED: dict[str, Any] = {"revoked": True}
+
+
+class KeyRevoked(Exception):
+    """The stream's key was disabled while it was open."""
 
 
 class Subscription:
@@ -28,32 +34,54 @@ class Subscription:
 
     def __init__(self, size: int) -> None:
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=size)
+        self.revoked = False
 
     def offer(self, message: dict[str, Any]) -> None:
+        if self.revoked:
+            return
         try:
             self.queue.put_nowait(message)
         except asyncio.QueueFull:
             # A slow reader: drop what it has not read and let it catch up from history.
-            while not self.queue.empty():
-                self.queue.get_nowait()
-            self.queue.put_nowait(RESYNC)
+            self._replace_all(RESYNC)
+
+    def revoke(self) -> None:
+        """End the stream: what it has not read is dropped."""
+        self.revoked = True
+        self._replace_all(_REVOKED)
+
+    def _replace_all(self, message: dict[str, Any]) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(message)
 
     async def get(self) -> dict[str, Any]:
-        return await self.queue.get()
+        """The next message; raises KeyRevoked once the key was disabled."""
+        message = await self.queue.get()
+        if message is _REVOKED:
+            self.queue.put_nowait(_REVOKED)  # and on every later read
+            raise KeyRevoked("API key disabled")
+        return message
 
 
 class Hub:
     def __init__(
-        self, redis: MultiplexedRedis, queue_size: int = 256, streams_per_key: int = 100
+        self,
+        redis: MultiplexedRedis,
+        queue_size: int = 256,
+        streams_per_key: int = 100,
+        on_key_change: Callable[[str], None] | None = None,
     ) -> None:
+        """`on_key_change(key id)` is told of every change to a key (`python -m db keys`)."""
         self._redis = redis
+        self._on_key_change = on_key_change
         self._queue_size = queue_size
         self._streams_per_key = streams_per_key
         # Streams of one call, by (key id, the call's id as the key knows it), and of a key.
         self._by_call: defaultdict[tuple[str, str], set[Subscription]] = defaultdict(set)
         self._by_key: defaultdict[str, set[Subscription]] = defaultdict(set)
         # Open streams of each API key on this process, of both kinds.
-        self._open: Counter[str] = Counter()
+        self._of_key: defaultdict[str, set[Subscription]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
 
@@ -85,7 +113,7 @@ class Hub:
     def _subscribe(
         self, index: defaultdict[Any, set[Subscription]], name: Any, key_id: str
     ) -> Iterator[Subscription]:
-        if self._open[key_id] >= self._streams_per_key:
+        if len(self._of_key.get(key_id, ())) >= self._streams_per_key:
             raise RateLimited(
                 f"Too many open streams for this key ({self._streams_per_key})",
                 limit=self._streams_per_key,
@@ -94,14 +122,12 @@ class Hub:
             )
         sub = Subscription(self._queue_size)
         index[name].add(sub)
-        self._open[key_id] += 1
+        self._of_key[key_id].add(sub)
         try:
             yield sub
         finally:
             self._discard(index, name, sub)
-            self._open[key_id] -= 1
-            if not self._open[key_id]:
-                del self._open[key_id]
+            self._discard(self._of_key, key_id, sub)
 
     @staticmethod
     def _discard(index: defaultdict[Any, set[Subscription]], name: Any, sub: Subscription) -> None:
@@ -133,6 +159,19 @@ class Hub:
         except (ValueError, KeyError, TypeError):
             log.exception("dropping malformed pub/sub message")
 
+    def _on_key_message(self, payload: bytes) -> None:
+        try:
+            change = orjson.loads(payload)
+            key_id = change["key_id"]
+        except (ValueError, KeyError, TypeError):
+            log.exception("dropping malformed key change")
+            return
+        if self._on_key_change is not None:
+            self._on_key_change(key_id)
+        if change.get("enabled") is False:
+            for sub in self._of_key.get(key_id, ()):
+                sub.revoke()
+
     def _on_subscribed(self) -> None:
         if self._subscribed.is_set():
             self._resync_all()  # messages published while we were away are in history
@@ -143,7 +182,13 @@ class Hub:
         while True:
             started = asyncio.get_running_loop().time()
             try:
-                await self._redis.listen(keys.EVENTS_CHANNEL, self._on_message, self._on_subscribed)
+                await self._redis.listen(
+                    {
+                        keys.EVENTS_CHANNEL: self._on_message,
+                        keys.KEYS_CHANNEL: self._on_key_message,
+                    },
+                    self._on_subscribed,
+                )
             except (RedisError, OSError) as exc:
                 log.warning("realtime subscription lost (%s); reconnecting", exc)
             if asyncio.get_running_loop().time() - started > 5.0:

@@ -172,7 +172,7 @@ async def test_a_subscriber_gets_every_message_in_order_until_its_connection_is_
             all_in.set()
 
     subscribed = asyncio.Event()
-    listening = asyncio.create_task(mux.listen("updates", on_message, subscribed.set))
+    listening = asyncio.create_task(mux.listen({"updates": on_message}, subscribed.set))
     await asyncio.wait_for(subscribed.wait(), 5)
     for n in range(1000):
         await plain.publish("updates", f"m{n}")
@@ -184,3 +184,18 @@ async def test_a_subscriber_gets_every_message_in_order_until_its_connection_is_
     await plain.client_kill_filter(_type="pubsub")
     with pytest.raises(RedisConnectionError, match="closed the connection"):
         await asyncio.wait_for(listening, 5)
+
+
+async def test_one_subscriber_hands_each_channels_messages_to_its_own_handler(mux, plain) -> None:
+    received: dict[str, list[bytes]] = {"updates": [], "keys": []}
+    subscribed = asyncio.Event()
+    listening = asyncio.create_task(
+        mux.listen({name: received[name].append for name in received}, subscribed.set)
+    )
+    await asyncio.wait_for(subscribed.wait(), 5)
+    for n in range(3):
+        await plain.publish("updates", f"u{n}")
+        await plain.publish("keys", f"k{n}")
+    await asyncio.sleep(0.1)
+    listening.cancel()
+    assert received == {"updates": [b"u0", b"u1", b"u2"], "keys": [b"k0", b"k1", b"k2"]}

@@ -755,3 +755,18 @@ async def test_only_the_pages_own_files_are_served_from_static(api: Api, name: s
     async with api.http.get(api.url("/static/" + name)) as response:
         assert response.status == 404
         assert (await response.json())["error"] == "Not Found"
+
+
+async def test_a_websocket_frame_from_a_client_is_capped_small(api: Api) -> None:
+    """The server reads nothing a client sends on a call's WebSocket: a frame over 1 KiB closes
+    it (1009) instead of being buffered."""
+    _, created, _ = await api.request(  # an ingested call: it stays open until told otherwise
+        "POST", "/events", json={"event": "call_initiated", "type": "voice", "queue_id": "q"}
+    )
+    async with api.http.ws_connect(ws_url(api, created["call_id"]), headers=api.auth) as ws:
+        await ws.receive(timeout=READ_TIMEOUT_S)  # the call's current state
+        await ws.send_str("x" * 64 * 1024)
+        while (message := await ws.receive(timeout=READ_TIMEOUT_S)).type == aiohttp.WSMsgType.TEXT:
+            pass
+        assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert ws.close_code == 1009
