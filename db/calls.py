@@ -12,8 +12,8 @@ import orjson
 
 from core.call_ids import CallRef, named_call_uuid
 from core.rules import Flag
-
-Executor = asyncpg.Connection | asyncpg.Pool
+from db.counters import STORED_CALLS
+from db.pool import Executor
 
 # Every column a view of a call needs; the live state in Redis is built from the same row.
 # `call_id` is the platform's id, `ref` the id the call's key knows it by (core/call_ids.py).
@@ -133,6 +133,9 @@ async def insert_calls(conn: Executor, new: Sequence[NewCall]) -> list[asyncpg.R
         ), queued AS (
             INSERT INTO outbox (call_id, seq) SELECT id, 1 FROM created
          RETURNING id AS outbox_id, call_id AS outbox_call_id
+        ), counted AS (
+            INSERT INTO counter_deltas (api_key_id, calls_created)
+            SELECT api_key_id, count(*) FROM created GROUP BY api_key_id
         )
         SELECT {CALL_COLUMNS}, NULL::text AS previous_status, 'call_initiated' AS event,
                started_at AS occurred_at, event_id, data, '{{}}'::text[] AS raised_flags,
@@ -229,7 +232,8 @@ async def write_transitions(
     Each bumps its call's seq only if the call is still at `from_seq` (compare-and-set: a call
     moved on since it was read is left alone and missing from the result), records the stage
     timestamp, appends a call_events row and an outbox entry, and on COMPLETED opens the call's
-    recording upload. Returns the moved calls with the event's fields and the outbox id.
+    recording upload and counts both (counter_deltas). Returns the moved calls with the event's
+    fields and the outbox id.
     """
     if not transitions:
         return []
@@ -273,6 +277,10 @@ async def write_transitions(
         ), queued AS (
             INSERT INTO outbox (call_id, seq) SELECT id, seq FROM moved
          RETURNING id AS outbox_id, call_id AS outbox_call_id
+        ), counted AS (
+            INSERT INTO counter_deltas (api_key_id, calls_completed, uploads_opened)
+            SELECT api_key_id, count(*), count(*) FROM moved WHERE status = 'COMPLETED'
+             GROUP BY api_key_id
         )
         SELECT {CALL_COLUMNS}, previous_status, event, event_occurred_at AS occurred_at,
                event_event_id AS event_id, event_data AS data, raised_flags, received_at,
@@ -380,9 +388,7 @@ async def fetch_history(
     return bool(rows), [row for row in rows if row["seq"] is not None]
 
 
-async def fetch_named_event(
-    conn: Executor, call: CallRef, event_id: str
-) -> asyncpg.Record | None:
+async def fetch_named_event(conn: Executor, call: CallRef, event_id: str) -> asyncpg.Record | None:
     """The event posted under `event_id` for the call its key names `call.ref`, if any."""
     return await conn.fetchrow(
         f"""
@@ -515,7 +521,8 @@ async def fetch_calls_page(
 
     Only the filters given become conditions, so each combination is its own statement with
     its own plan; each filter has an index that keeps the key's calls newest first (see
-    0002_contact_centre.sql), and the count reads the same index.
+    0002_contact_centre.sql), and the count reads the same index. Unfiltered, the count is the
+    key's counter (0006_counters.sql): a few rows however many calls the key has.
     """
     conditions, args = ["api_key_id = $1"], [key_id]
     for value, condition in (
@@ -531,10 +538,15 @@ async def fetch_calls_page(
         # value is one of core.rules.Flag, never the caller's text.
         conditions.append(f"flags @> '{{{Flag(where.flag).value}}}'")
     matching = " AND ".join(conditions)
+    count = (
+        f"SELECT count(*) AS n FROM calls WHERE {matching}"
+        if len(conditions) > 1
+        else f"SELECT ({STORED_CALLS}) AS n"
+    )
     rows = await conn.fetch(
         f"""
         SELECT total.n AS total, page.*
-          FROM (SELECT count(*) AS n FROM calls WHERE {matching}) AS total
+          FROM ({count}) AS total
           LEFT JOIN LATERAL (
               SELECT {CALL_COLUMNS} FROM calls WHERE {matching}
                ORDER BY created_at DESC, id DESC

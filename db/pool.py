@@ -7,6 +7,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import asyncpg
 import orjson
 
+# What a query runs on: one connection, or a pool that lends one.
+Executor = asyncpg.Connection | asyncpg.Pool
+
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for type_name in ("json", "jsonb"):

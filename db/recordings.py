@@ -38,6 +38,11 @@ async def finish_uploads(
                    last_error = NULL, updated_at = now()
               FROM d
              WHERE r.call_id = d.call_id AND r.status = 'uploading'
+         RETURNING r.call_id
+        ), counted AS (
+            INSERT INTO counter_deltas (api_key_id, uploads_stored)
+            SELECT c.api_key_id, count(*) FROM stored JOIN calls c ON c.id = stored.call_id
+             GROUP BY c.api_key_id
         )
         UPDATE calls c SET recording_url = d.url, updated_at = now()
           FROM d
@@ -53,15 +58,24 @@ async def finish_uploads(
 async def fail_upload(
     conn: Executor, call_id: str, error: str, max_attempts: int, retry_in_ms: int
 ) -> asyncpg.Record | None:
-    """Give the attempt back as pending with a retry time, or as failed after the last attempt."""
+    """Give the attempt back as pending with a retry time, or as failed (and counted) after the
+    last attempt."""
     return await conn.fetchrow(
         """
-        UPDATE recordings
-           SET status = CASE WHEN attempts >= $3 THEN 'failed' ELSE 'pending' END,
-               next_attempt_at = now() + make_interval(secs => $4::float8 / 1000),
-               last_error = $2, updated_at = now()
-         WHERE call_id = $1 AND status = 'uploading'
-        RETURNING status, (extract(epoch FROM next_attempt_at) * 1000)::bigint AS next_attempt_ms
+        WITH given_back AS (
+            UPDATE recordings
+               SET status = CASE WHEN attempts >= $3 THEN 'failed' ELSE 'pending' END,
+                   next_attempt_at = now() + make_interval(secs => $4::float8 / 1000),
+                   last_error = $2, updated_at = now()
+             WHERE call_id = $1 AND status = 'uploading'
+         RETURNING call_id, status, next_attempt_at
+        ), counted AS (
+            INSERT INTO counter_deltas (api_key_id, uploads_failed)
+            SELECT c.api_key_id, 1 FROM given_back JOIN calls c ON c.id = given_back.call_id
+             WHERE given_back.status = 'failed'
+        )
+        SELECT status, (extract(epoch FROM next_attempt_at) * 1000)::bigint AS next_attempt_ms
+          FROM given_back
         """,
         call_id,
         error[:500],

@@ -20,6 +20,7 @@ from core.lifecycle import Event, Status, longest_delay_ms
 from core.limiter import CallKind, slot_set
 from db import calls as db_calls
 from db import recordings as db_recordings
+from db.counters import fold_counter_deltas
 from db.outbox import fetch_unpublished
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ class Upkeep:
         report.leases_reclaimed, report.slot_sets_restored = await self.mend_leases()
         report.idle_calls_ended = await self.end_idle_ingested()
         report.updates_republished = await self.drain_outbox()
+        # Routine, not a repair: not in the report.
+        await fold_counter_deltas(self._stores.pool)
         if any(astuple(report)):
             log.info("upkeep: %s", report)
         return report

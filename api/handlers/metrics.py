@@ -10,7 +10,7 @@ from api.handlers.common import json_response
 from calls import metrics as shared_metrics
 from core import keys
 from core.clock import now_ms
-from db.metrics import fetch_counters
+from db.counters import fetch_counters
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4"
 
