@@ -183,6 +183,12 @@ def _response(status: int, answer: type[BaseModel] | str, route: Route) -> dict[
                     "description": "Prometheus text (Accept: text/plain or ?format=prometheus).",
                 }
             }
+            response["content"]["application/openmetrics-text"] = {
+                "schema": {
+                    "type": "string",
+                    "description": "OpenMetrics (Accept: application/openmetrics-text).",
+                }
+            }
     elif answer == "text/event-stream":
         response["content"] = {
             "text/event-stream": {

@@ -31,7 +31,7 @@ ROUTES: list[Route] = [
     Route("GET",  "/ws",            streams.call_websocket, "Follow one call (WebSocket, ?call_id=)", {101: WEBSOCKET}, (400, 404), query_token=True, tag="realtime"),
     Route("GET",  "/stream",        streams.key_stream, "Follow every call of the key (SSE)", {200: SSE}, query_token=True, tag="realtime"),
     Route("POST", "/events",        events.post_event, "Ingest one lifecycle event",  {201: models.StoredEvent, 200: models.StoredEvent}, (400, 404, 409, 422, 429), body=schemas.PostEvent, tag="events"),
-    Route("GET",  "/metrics",       metrics.metrics, "Platform counters (JSON or Prometheus text)", {200: models.Metrics}, tag="platform"),
+    Route("GET",  "/metrics",       metrics.metrics, "Platform counters (JSON, Prometheus text or OpenMetrics)", {200: models.Metrics}, tag="platform"),
     # The contact-centre service's paths, for its clients.
     Route("POST", "/api/events",    events.post_event, "Ingest one lifecycle event",  {201: models.StoredEvent, 200: models.StoredEvent}, (400, 404, 409, 422, 429), body=schemas.PostEvent, tag="events"),
     Route("GET",  "/api/calls",     calls.list_calls, "The key's calls, newest first", {200: models.CallPage}, (400,), query=schemas.ListCalls, tag="events"),
