@@ -48,7 +48,7 @@ def build_document(routes: list[Route], server_url: str) -> dict[str, Any]:
     )
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+        paths.setdefault(_template(route.path), {})[route.method.lower()] = _operation(route)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -74,6 +74,11 @@ def build_document(routes: list[Route], server_url: str) -> dict[str, Any]:
     }
 
 
+def _template(path: str) -> str:
+    """The path as OpenAPI writes it: `{name:.+}` (aiohttp's pattern) as `{name}`."""
+    return re.sub(r"{(\w+):[^}]+}", r"{\1}", path)
+
+
 def _models(routes: list[Route]) -> list[type[BaseModel]]:
     found: dict[str, type[BaseModel]] = {"Error": models.Error}
     for route in routes:
@@ -93,7 +98,7 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 
 
 def _operation(route: Route) -> dict[str, Any]:
-    slug = re.sub(r"[^a-z0-9]+", "_", route.path.lower()).strip("_") or "index"
+    slug = re.sub(r"[^a-z0-9]+", "_", _template(route.path).lower()).strip("_") or "index"
     operation: dict[str, Any] = {
         "summary": route.summary,
         "operationId": f"{route.method.lower()}_{slug}",
@@ -183,6 +188,12 @@ def _response(status: int, answer: type[BaseModel] | str, route: Route) -> dict[
                     "description": "Prometheus text (Accept: text/plain or ?format=prometheus).",
                 }
             }
+            response["content"]["application/openmetrics-text"] = {
+                "schema": {
+                    "type": "string",
+                    "description": "OpenMetrics (Accept: application/openmetrics-text).",
+                }
+            }
     elif answer == "text/event-stream":
         response["content"] = {
             "text/event-stream": {
@@ -231,7 +242,7 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
             "required": True,
             "schema": _CALL_ID if name == "call_id" else {"type": "string"},
         }
-        for name in re.findall(r"{(\w+)}", route.path)
+        for name in re.findall(r"{(\w+)}", _template(route.path))
     ]
     if route.path == "/ws":
         parameters.append(

@@ -7,9 +7,11 @@ starts them from zero again, as a restarted process would.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from prometheus_client.metrics_core import HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 from redis.asyncio import Redis
 
 from core import keys
@@ -51,18 +53,15 @@ async def read(redis: Redis) -> tuple[dict[str, float], dict[str, int]]:
     )
 
 
-def lateness_histogram_lines(raw: dict[str, float]) -> list[str]:
-    """Prometheus text of the lateness histogram, in seconds, with cumulative buckets."""
-    name = "mockcomms_timer_lateness_seconds"
-    lines = [
-        f"# HELP {name} How late timers fired: actual minus due transition time.",
-        f"# TYPE {name} histogram",
-    ]
-    running = 0
+def lateness_histogram(raw: Mapping[str, float]) -> HistogramMetricFamily:
+    """The lateness histogram from `read`'s raw bucket counts, in seconds, buckets cumulative."""
+    buckets, running = [], 0.0
     for bound in (*LATENESS_BUCKETS_MS, "+Inf"):
-        running += int(raw.get(str(bound), 0))
-        le = "+Inf" if bound == "+Inf" else f"{bound / 1000:g}"
-        lines.append(f'{name}_bucket{{le="{le}"}} {running}')
-    lines.append(f"{name}_sum {raw.get('sum_ms', 0) / 1000:g}")
-    lines.append(f"{name}_count {int(raw.get('count', 0))}")
-    return lines
+        running += raw.get(str(bound), 0)
+        buckets.append(("+Inf" if bound == "+Inf" else floatToGoString(bound / 1000), running))
+    return HistogramMetricFamily(
+        "mockcomms_timer_lateness_seconds",
+        "How late timers fired: actual minus due transition time.",
+        buckets=buckets,
+        sum_value=raw.get("sum_ms", 0) / 1000,
+    )

@@ -28,12 +28,15 @@ CONTENT_SECURITY_POLICY = "; ".join(
     )
 )
 
-# What a page may load from /static/, by name, with its type: nothing else there is served.
+# What a page may load from /static/, by its path under api/static/, with its type: nothing
+# else there is served. swagger-ui/ is Swagger UI as published, for /docs (see its README.md);
+# it runs under the policy above as it stands.
 ASSETS = {
     "dashboard.js": "text/javascript",
     "dashboard.css": "text/css",
     "docs.js": "text/javascript",
-    "docs.css": "text/css",
+    "swagger-ui/swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui/swagger-ui.css": "text/css",
 }
 
 
@@ -56,7 +59,7 @@ def page(filename: str) -> Handler:
 
 
 async def asset(request: web.Request) -> web.FileResponse:
-    """`GET /static/{name}`: one of the pages' scripts or stylesheets."""
+    """`GET /static/{name}`: one of the pages' scripts or stylesheets, `name` a key of ASSETS."""
     name = request.match_info["name"]
     content_type = ASSETS.get(name)
     if content_type is None:

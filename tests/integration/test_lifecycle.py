@@ -131,14 +131,15 @@ async def test_prometheus_text_carries_the_same_counters(api: Api) -> None:
         assert response.status == 200
         assert response.content_type == "text/plain"
         text = await response.text()
+    # prometheus_client writes a counter's sample with _total.
     for name in (
-        "total_calls",
+        "total_calls_total",
         "active_calls",
-        "completed_calls",
+        "completed_calls_total",
         "current_cps",
         "uploads_in_progress",
-        "uploads_completed",
-        "uploads_failed",
+        "uploads_completed_total",
+        "uploads_failed_total",
     ):
         assert f"\nmockcomms_{name} " in text
     assert 'mockcomms_queue_depth{queue="timers"}' in text
@@ -176,7 +177,7 @@ async def test_failed_uploads_are_retried_then_counted_as_failed(
     _, metrics, _ = await api.request("GET", "/metrics")
     assert (metrics["uploads_in_progress"], metrics["uploads_completed"]) == (0, 0)
     async with http.get(api.url("/metrics?format=prometheus"), headers=api.auth) as response:
-        assert "\nmockcomms_uploads_failed 1\n" in await response.text()
+        assert "\nmockcomms_uploads_failed_total 1.0\n" in await response.text()
     _, call, _ = await api.get_call(created["call_id"])
     assert call["recording_url"] is None
 

@@ -1,16 +1,26 @@
-"""JSON logs with request ids that jobs carry on, no secrets in any log, Prometheus figures."""
+"""JSON logs with request ids that jobs carry on, no secrets in any log, Prometheus figures
+(text and OpenMetrics, as prometheus_client writes and parses them)."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import time
+from collections.abc import Iterable
+from pathlib import Path
 
 import orjson
 import pytest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import Api
 from tests.integration.platform import Platform
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @pytest.fixture(scope="module")
@@ -109,26 +119,135 @@ async def test_prometheus_text_has_latency_lateness_and_upload_figures(
     await api.wait_recorded(created["call_id"])
 
     async with http.get(api.url("/metrics?format=prometheus"), headers=api.auth) as response:
-        text = await response.text()
+        assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        samples = values(text_string_to_metric_families(await response.text()))
 
-    assert re.search(
-        r'^mockcomms_request_duration_seconds_count\{method="POST",route="/calls",status="2xx"\} [1-9]',
-        text,
-        re.M,
-    )
+    created_calls = {"method": "POST", "route": "/calls", "status": "2xx"}
+    assert samples["mockcomms_request_duration_seconds_count", labelled(created_calls)] >= 1
     assert (
-        'mockcomms_request_duration_seconds_bucket{le="0.005",method="POST",route="/calls",status="2xx"}'
-        in text
-    )
-    count = int(re.search(r"^mockcomms_timer_lateness_seconds_count (\d+)$", text, re.M).group(1))
+        "mockcomms_request_duration_seconds_bucket",
+        labelled(created_calls | {"le": "0.005"}),
+    ) in samples
+    count = samples["mockcomms_timer_lateness_seconds_count", ()]
     assert count >= 3  # at least this call's three timed moves
-    assert re.search(r'^mockcomms_timer_lateness_seconds_bucket\{le="\+Inf"\} \d+$', text, re.M)
-    assert re.search(r"^mockcomms_upload_attempts_total [1-9]\d*$", text, re.M)
-    assert "mockcomms_upload_attempts_failed_total 0" in text
-    assert re.search(r'^mockcomms_queue_depth\{queue="timers"\} \d+$', text, re.M)
+    assert samples["mockcomms_timer_lateness_seconds_bucket", (("le", "+Inf"),)] == count
+    assert samples["mockcomms_upload_attempts_total", ()] >= 1
+    assert samples["mockcomms_upload_attempts_failed_total", ()] == 0
+    assert samples["mockcomms_queue_depth", (("queue", "timers"),)] >= 0
     for gauge in ("pending", "overdue"):
         for kind in ("adv", "upl"):
-            assert re.search(rf'^mockcomms_timers_{gauge}\{{kind="{kind}"\}} \d+$', text, re.M)
+            assert samples[f"mockcomms_timers_{gauge}", (("kind", kind),)] >= 0
+
+
+def labelled(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(labels.items()))
+
+
+def values(families: Iterable[Metric]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Each sample's value by its name and labels."""
+    return {
+        (sample.name, labelled(sample.labels)): sample.value
+        for family in families
+        for sample in family.samples
+    }
+
+
+def readme_metrics() -> dict[str, str]:
+    """The metrics the README's Observability table lists, with their type."""
+    listed = {}
+    for line in README.read_text().splitlines():
+        if line.startswith("| `mockcomms_"):
+            names, kind = line.split("|")[1:3]
+            for name in re.findall(r"`(mockcomms_\w+)", names):
+                listed[name] = kind.strip()
+    return listed
+
+
+def exposed(families: Iterable[Metric]) -> dict[str, str]:
+    """Each name a scraper sees, of a family or of its samples, with the family's type."""
+    seen = {}
+    for family in families:
+        seen[family.name] = family.type
+        for sample in family.samples:
+            seen.setdefault(sample.name, family.type)
+    return seen
+
+
+# What Prometheus 3 sends when it scrapes.
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;q=0.5,"
+    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
+
+
+async def test_every_metric_the_readme_lists_is_in_the_text_and_the_openmetrics(
+    http, chatty: Platform
+) -> None:
+    api = Api(http, chatty, await chatty.new_key(max_cps=100))
+    _, created, _ = await api.create_call()
+    await api.wait_recorded(created["call_id"])
+    listed = readme_metrics()
+    assert len(listed) >= 16, listed
+
+    async with http.get(api.url("/metrics?format=prometheus"), headers=api.auth) as response:
+        text = await response.text()
+    async with http.get(
+        api.url("/metrics"), headers=api.auth | {"Accept": PROMETHEUS_ACCEPT}
+    ) as response:
+        assert response.content_type == "application/openmetrics-text"
+        openmetrics = await response.text()
+
+    # Each parser refuses what its format does not allow (OpenMetrics: a missing # EOF, a
+    # counter without _total, a histogram without +Inf …).
+    for families in (
+        text_string_to_metric_families(text),
+        openmetrics_families(openmetrics),
+    ):
+        seen = exposed(families)
+        assert {name: seen.get(name) for name in listed} == listed
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "application/openmetrics-text",
+        "application/openmetrics-text; version=2.0.0",
+        "application/openmetrics-text; version=x",
+        "text/plain; version=1.0.0; escaping=allow-utf-8",
+        "text/plain; version=1.x",
+    ],
+)
+async def test_whatever_version_a_scraper_asks_for_it_gets_an_exposition_it_reads(
+    http, chatty: Platform, accept: str
+) -> None:
+    api = Api(http, chatty, await chatty.new_key(max_cps=100))
+    async with http.get(api.url("/metrics"), headers=api.auth | {"Accept": accept}) as response:
+        assert response.status == 200
+        text = await response.text()
+        kind = response.content_type
+    parse = (
+        openmetrics_families
+        if kind == "application/openmetrics-text"
+        else text_string_to_metric_families
+    )
+    assert "mockcomms_active_calls" in exposed(parse(text))
+
+
+async def test_the_json_answer_keeps_its_six_counters(http, chatty: Platform) -> None:
+    api = Api(http, chatty, await chatty.new_key(max_cps=100))
+    for accept in ("", "application/json", "application/json, application/openmetrics-text"):
+        status, body, headers = await api.request("GET", "/metrics", headers={"Accept": accept})
+        assert status == 200 and headers["Content-Type"].startswith("application/json")
+        assert set(body) == {
+            "total_calls",
+            "active_calls",
+            "completed_calls",
+            "current_cps",
+            "uploads_in_progress",
+            "uploads_completed",
+        }
+        assert all(type(value) is int for value in body.values())
 
 
 async def test_an_unknown_method_is_one_series_however_many_are_sent(

@@ -56,7 +56,11 @@ async def test_the_curl_tour_runs_as_pasted(platform: Platform) -> None:
     assert (
         '"raised_flags":["rerouted"]' in events and '"raised_flags":["wait_sla_exceeded"]' in events
     )
-    assert '"totalPages"' in lists and "event: ready" in lists and "mockcomms_total_calls" in lists
+    assert (
+        '"totalPages"' in lists
+        and "event: ready" in lists
+        and "mockcomms_total_calls_total" in lists
+    )
     assert '{"error":"Unauthorized","message":"Invalid API key"}' in refusals
     assert '"Missing required fields: to"' in refusals
     assert refusals.count("Calls per second limit exceeded (2)") == 2

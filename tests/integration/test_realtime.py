@@ -25,7 +25,7 @@ from tests.integration.platform import Platform
 READ_TIMEOUT_S = 5.0
 # A dropped client must be noticed at once, well inside the 1 s ping interval.
 DROP_WITHIN_S = 0.5
-OPEN_STREAMS = re.compile(r"^mockcomms_open_streams (\d+)$", re.MULTILINE)
+OPEN_STREAMS = re.compile(r"^mockcomms_open_streams (\d+)\.0$", re.MULTILINE)
 
 
 # -- SSE client ------------------------------------------------------------------------------

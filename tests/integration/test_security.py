@@ -715,6 +715,7 @@ async def test_every_answer_forbids_type_sniffing(api: Api) -> None:
         ("GET", "/dashboard", {}),
         ("GET", "/docs", {}),
         ("GET", "/static/dashboard.js", {}),
+        ("GET", "/static/swagger-ui/swagger-ui.css", {}),
         ("GET", "/static/unknown.js", {}),
         ("GET", "/metrics?format=prometheus", api.auth),
     ]
@@ -749,7 +750,17 @@ async def test_pages_run_only_their_own_scripts(api: Api, path: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["dashboard.html", "..%2Fhandlers%2Fpages.py", "%2E%2E%2Fapp.py", "missing.js"]
+    "name",
+    [
+        "dashboard.html",
+        "..%2Fhandlers%2Fpages.py",
+        "%2E%2E%2Fapp.py",
+        "missing.js",
+        "swagger-ui/LICENSE",
+        "swagger-ui/README.md",
+        "swagger-ui/../dashboard.html",
+        "swagger-ui%2F..%2F..%2Fhandlers%2Fpages.py",
+    ],
 )
 async def test_only_the_pages_own_files_are_served_from_static(api: Api, name: str) -> None:
     async with api.http.get(api.url("/static/" + name)) as response:
