@@ -1,4 +1,8 @@
-"""The OpenAPI 3.1 document, built from the route table and the pydantic models."""
+"""The OpenAPI 3.2 document, built from the route table and the pydantic models.
+
+3.2, for its `itemSchema`: an event stream is described one event at a time (each SSE event's
+`data` a JSON Message), so tools validate every event a stream sends.
+"""
 
 from __future__ import annotations
 
@@ -50,7 +54,7 @@ def build_document(routes: list[Route], server_url: str) -> dict[str, Any]:
     for route in routes:
         paths.setdefault(_template(route.path), {})[route.method.lower()] = _operation(route)
     return {
-        "openapi": "3.1.0",
+        "openapi": "3.2.0",
         "info": {
             "title": "mock-comms",
             "version": "1.0.0",
@@ -195,14 +199,7 @@ def _response(status: int, answer: type[BaseModel] | str, route: Route) -> dict[
                 }
             }
     elif answer == "text/event-stream":
-        response["content"] = {
-            "text/event-stream": {
-                "schema": {
-                    "type": "string",
-                    "description": "Server-sent events; each `data:` is a Message.",
-                }
-            }
-        }
+        response["content"] = {"text/event-stream": {"itemSchema": _stream_event(route)}}
         response["description"] += ": events named `call` carry a Message" + (
             "; `ready` and `resync` frame the key stream"
             if route.path == "/stream"
@@ -221,6 +218,45 @@ def _response(status: int, answer: type[BaseModel] | str, route: Route) -> dict[
 
 # A call id in a path or query: one the platform made (a UUID) or one its sender gave.
 _CALL_ID = {"type": "string", "pattern": REF_PATTERN, "description": f"The call's id: {REF_RULE}."}
+
+def _event(name: str, data: dict[str, Any], **fields: dict[str, Any]) -> dict[str, Any]:
+    """One kind of server-sent event: its name and its `data`, JSON of the schema `data`."""
+    return {
+        "type": "object",
+        "required": ["event", "data", *fields],
+        "properties": {
+            "event": {"const": name},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": data,
+            },
+            **fields,
+        },
+    }
+
+
+def _stream_event(route: Route) -> dict[str, Any]:
+    """The `itemSchema` of a route's event stream: the events it sends, one at a time."""
+    message = _ref(models.Message)
+    if route.path != "/stream":
+        # One call's stream: each event's id is its seq, so Last-Event-ID resumes there.
+        return _event("call", message, id={"type": "string", "pattern": SEQ_PATTERN})
+    return {
+        "oneOf": [
+            _event("ready", {"type": "object", "maxProperties": 0}),
+            _event("call", message),
+            _event(
+                "resync",
+                {
+                    "type": "object",
+                    "required": ["reason"],
+                    "properties": {"reason": {"type": "string"}},
+                },
+            ),
+        ]
+    }
+
 
 # The rules the handlers enforce on the headers they read (a client built from the document
 # must not send what the API refuses).

@@ -16,7 +16,7 @@ ROUTES: list[Route] = [
     Route("GET",  "/",              health.index,    "What this is and where to go",  {200: models.Index}, **P),
     Route("GET",  "/health",        health.health,   "Liveness",                      {200: models.Health}, **P),
     Route("GET",  "/ready",         health.ready,    "Readiness: both stores answer", {200: models.Ready, 503: models.Ready}, **P),
-    Route("GET",  "/openapi.json",  docs.openapi,    "This document, OpenAPI 3.1",    {200: "application/json"}, **P),
+    Route("GET",  "/openapi.json",  docs.openapi,    "This document, OpenAPI 3.2",    {200: "application/json"}, **P),
     Route("GET",  "/docs",          pages.page("docs.html"), "This document in Swagger UI", {200: HTML}, **P),
     Route("GET",  "/dashboard",     pages.page("dashboard.html"), "The live dashboard page", {200: HTML}, **P),
     Route("GET",  "/static/{name:.+}", pages.asset,  "The pages' scripts and styles", {200: "text/*"}, (404,), **P),

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import jsonschema_rs
 import pytest
 import requests
 import schemathesis
@@ -774,3 +775,59 @@ def test_the_document_states_the_header_rules_the_api_enforces() -> None:
     ) == (1, 255), idempotency
     assert last_event_id["schema"].get("pattern") == "^[0-9]{1,9}$", last_event_id
     assert parameter("/calls/{call_id}/stream", "get", "last_event_id") is not None
+
+
+# -- event streams against their documented events ---------------------------------------------------
+
+
+def test_a_call_streams_events_its_document_describes(
+    platform: Platform, roomy: str, completed: str
+) -> None:
+    """Each event of a call's stream is checked against the document's `itemSchema`: named
+    `call`, an id, and `data` a JSON Message (schemathesis validates the JSON against it)."""
+    case = schema["/calls/{call_id}/stream"]["GET"].Case(path_parameters={"call_id": completed})
+    case.call_and_validate(
+        base_url=platform.base_url,
+        headers={"Authorization": f"Bearer {roomy}", "Last-Event-ID": "0"},
+        timeout=REQUEST_TIMEOUT_S,
+        checks=[schemathesis.checks.response_schema_conformance],
+    )
+
+
+async def test_the_key_stream_sends_only_events_its_document_describes(
+    api: Api, completed: str
+) -> None:
+    """The key stream never ends, so schemathesis cannot read it whole: its events are read
+    here and each checked against the document's `itemSchema` and, for their data, the schema
+    it names."""
+    item = DOCUMENT["paths"]["/stream"]["get"]["responses"]["200"]["content"]["text/event-stream"][
+        "itemSchema"
+    ]
+    root = {"components": DOCUMENT["components"]}
+    events: list[dict[str, Any]] = []
+    async with api.http.get(api.url("/stream"), headers=api.auth) as response:
+        assert response.status == 200
+        _, created, _ = await api.create_call()
+        fields: dict[str, Any] = {}
+        async with asyncio.timeout(REQUEST_TIMEOUT_S):
+            async for raw in response.content:
+                line = raw.decode().rstrip("\r\n")
+                if line.startswith(":"):
+                    continue
+                if line:
+                    name, _, value = line.partition(": ")
+                    fields[name] = value
+                    continue
+                if fields:
+                    events.append(fields)
+                    fields = {}
+                if events and json.loads(events[-1]["data"]).get("status") == "COMPLETED":
+                    break
+    assert events[0]["event"] == "ready"
+    assert any(e["event"] == "call" for e in events)
+    for event in events:
+        jsonschema_rs.validate(root | item, event)
+        (kind,) = [k for k in item["oneOf"] if k["properties"]["event"]["const"] == event["event"]]
+        data_schema = kind["properties"]["data"]["contentSchema"]
+        jsonschema_rs.validate(root | data_schema, json.loads(event["data"]))
+    assert created["call_id"] in {json.loads(e["data"]).get("call_id") for e in events}

@@ -1,4 +1,4 @@
-"""The OpenAPI document: valid 3.1, built from the route table, every route and error in it."""
+"""The OpenAPI document: valid 3.2, built from the route table, every route and error in it."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ def document() -> dict:
     return build_document(ROUTES, "http://localhost:3000")
 
 
-def test_the_document_is_valid_openapi_3_1() -> None:
+def test_the_document_is_valid_openapi_3_2() -> None:
     spec = document()
-    assert spec["openapi"] == "3.1.0"
+    assert spec["openapi"] == "3.2.0"
     validate(spec)
 
 
