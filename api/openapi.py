@@ -219,6 +219,7 @@ def _response(status: int, answer: type[BaseModel] | str, route: Route) -> dict[
 # A call id in a path or query: one the platform made (a UUID) or one its sender gave.
 _CALL_ID = {"type": "string", "pattern": REF_PATTERN, "description": f"The call's id: {REF_RULE}."}
 
+
 def _event(name: str, data: dict[str, Any], **fields: dict[str, Any]) -> dict[str, Any]:
     """One kind of server-sent event: its name and its `data`, JSON of the schema `data`."""
     return {

@@ -68,11 +68,25 @@ def _limit_text(value: int | None) -> str:
     return "default" if value is None else str(value)
 
 
+# Each per-key limit: its column (KeyInfo field), option, and name in what is printed.
+LIMITS = (
+    ("max_concurrent_calls", "--max-concurrent", "max concurrent calls"),
+    ("max_cps", "--max-cps", "max cps"),
+    ("max_active_ingested_calls", "--max-ingested", "max active ingested calls"),
+)
+
+
+def _dest(option: str) -> str:
+    return option.removeprefix("--").replace("-", "_")
+
+
 def _limits_text(key: KeyInfo) -> str:
-    return (
-        f"max concurrent calls: {_limit_text(key.max_concurrent_calls)}, "
-        f"max cps: {_limit_text(key.max_cps)}"
-    )
+    return ", ".join(f"{name}: {_limit_text(getattr(key, field))}" for field, _, name in LIMITS)
+
+
+def _limits_given(args: argparse.Namespace) -> dict[str, int | Unchanged | None]:
+    """The limits the options give, by KeyInfo field (UNCHANGED where not given)."""
+    return {field: _limit(getattr(args, _dest(option)), option) for field, option, _ in LIMITS}
 
 
 async def _announce(change: KeyChange) -> str:
@@ -97,8 +111,7 @@ async def _announce(change: KeyChange) -> str:
 
 
 def _check_limits(args: argparse.Namespace) -> None:
-    _limit(args.max_concurrent, "--max-concurrent")
-    _limit(args.max_cps, "--max-cps")
+    _limits_given(args)
 
 
 def _check_create(args: argparse.Namespace) -> None:
@@ -108,17 +121,12 @@ def _check_create(args: argparse.Namespace) -> None:
 
 
 async def _keys_create(conn: asyncpg.Connection, args: argparse.Namespace) -> None:
-    max_concurrent = _limit(args.max_concurrent, "--max-concurrent")
-    max_cps = _limit(args.max_cps, "--max-cps")
+    # Not given is the platform default for a new key.
+    limits = {
+        field: None if value is UNCHANGED else value for field, value in _limits_given(args).items()
+    }
     secret = new_secret()
-    key = await insert_key(
-        conn,
-        args.name,
-        secret,
-        # Not given is the platform default for a new key.
-        max_concurrent_calls=None if max_concurrent is UNCHANGED else max_concurrent,
-        max_cps=None if max_cps is UNCHANGED else max_cps,
-    )
+    key = await insert_key(conn, args.name, secret, **limits)
     print(f"created API key {key.name!r} (prefix {key.key_prefix}, {_limits_text(key)})")
     print()
     print(f"    {secret}")
@@ -134,13 +142,16 @@ async def _keys_list(conn: asyncpg.Connection, args: argparse.Namespace) -> None
     if not keys:
         print("no API keys: create one with `python -m db keys create NAME`")
         return
-    rows = [["NAME", "PREFIX", "MAX CONCURRENT", "MAX CPS", "ENABLED", "CREATED AT"]]
+    rows = [
+        ["NAME", "PREFIX", "MAX CONCURRENT", "MAX CPS", "MAX INGESTED", "ENABLED", "CREATED AT"]
+    ]
     rows += [
         [
             key.name,
             key.key_prefix,
             _limit_text(key.max_concurrent_calls),
             _limit_text(key.max_cps),
+            _limit_text(key.max_active_ingested_calls),
             "yes" if key.enabled else "no",
             key.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
         ]
@@ -165,25 +176,20 @@ async def _keys_switch(conn: asyncpg.Connection, args: argparse.Namespace) -> No
 
 
 def _check_set_limits(args: argparse.Namespace) -> None:
-    if args.max_concurrent is None and args.max_cps is None:
-        raise BadRequest("nothing to change: give --max-concurrent and/or --max-cps")
+    if all(getattr(args, _dest(option)) is None for _, option, _ in LIMITS):
+        options = ", ".join(option for _, option, _ in LIMITS)
+        raise BadRequest(f"nothing to change: give one or more of {options}")
     _check_limits(args)
 
 
 async def _keys_set_limits(conn: asyncpg.Connection, args: argparse.Namespace) -> None:
-    change = await update_key(
-        conn,
-        args.name,
-        max_concurrent_calls=_limit(args.max_concurrent, "--max-concurrent"),
-        max_cps=_limit(args.max_cps, "--max-cps"),
-    )
+    change = await update_key(conn, args.name, **_limits_given(args))
     before, after = change.before, change.after
-    print(
-        f"API key {after.name!r}: "
-        f"max concurrent calls {_limit_text(after.max_concurrent_calls)} "
-        f"(was {_limit_text(before.max_concurrent_calls)}), "
-        f"max cps {_limit_text(after.max_cps)} (was {_limit_text(before.max_cps)})"
+    changes = ", ".join(
+        f"{name} {_limit_text(getattr(after, field))} (was {_limit_text(getattr(before, field))})"
+        for field, _, name in LIMITS
     )
+    print(f"API key {after.name!r}: {changes}")
     print(await _announce(change))
 
 
@@ -206,8 +212,8 @@ def _parser() -> argparse.ArgumentParser:
 
     create = actions.add_parser("create", help="make a key; its secret is shown once")
     create.add_argument("name")
-    create.add_argument("--max-concurrent", metavar="N", help=limit_help)
-    create.add_argument("--max-cps", metavar="N", help=limit_help)
+    for _, option, _ in LIMITS:
+        create.add_argument(option, metavar="N", help=limit_help)
     create.set_defaults(run=_keys_create, check=_check_create)
 
     actions.add_parser("list", help="every key, its prefix, limits and state").set_defaults(
@@ -220,8 +226,8 @@ def _parser() -> argparse.ArgumentParser:
 
     set_limits = actions.add_parser("set-limits", help="change a key's limits")
     set_limits.add_argument("name")
-    set_limits.add_argument("--max-concurrent", metavar="N|default", help=limit_help)
-    set_limits.add_argument("--max-cps", metavar="N|default", help=limit_help)
+    for _, option, _ in LIMITS:
+        set_limits.add_argument(option, metavar="N|default", help=limit_help)
     set_limits.set_defaults(run=_keys_set_limits, check=_check_set_limits)
     return parser
 

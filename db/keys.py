@@ -88,6 +88,7 @@ class KeyInfo:
     max_cps: int | None
     enabled: bool
     created_at: datetime
+    max_active_ingested_calls: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +108,10 @@ class Unchanged(Enum):
 
 UNCHANGED: Final = Unchanged.UNCHANGED
 
-_INFO_COLUMNS = "name, key_prefix, max_concurrent_calls, max_cps, enabled, created_at"
+_INFO_COLUMNS = (
+    "name, key_prefix, max_concurrent_calls, max_cps, enabled, created_at,"
+    " max_active_ingested_calls"
+)
 
 
 async def insert_key(
@@ -117,13 +121,15 @@ async def insert_key(
     *,
     max_concurrent_calls: int | None = None,
     max_cps: int | None = None,
+    max_active_ingested_calls: int | None = None,
 ) -> KeyInfo:
     """Store a new key (only the secret's hash); raises Conflict when `name` is taken."""
     try:
         row = await conn.fetchrow(
             f"""
-            INSERT INTO api_keys (name, key_hash, key_prefix, max_concurrent_calls, max_cps)
-            VALUES ($1, $2, $3, $4, $5)
+            INSERT INTO api_keys (name, key_hash, key_prefix, max_concurrent_calls, max_cps,
+                                  max_active_ingested_calls)
+            VALUES ($1, $2, $3, $4, $5, $6)
             RETURNING {_INFO_COLUMNS}
             """,
             name,
@@ -131,6 +137,7 @@ async def insert_key(
             secret[:KEY_PREFIX_LEN],
             max_concurrent_calls,
             max_cps,
+            max_active_ingested_calls,
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "api_keys_name_key":
@@ -151,6 +158,7 @@ async def update_key(
     enabled: bool | Unchanged = UNCHANGED,
     max_concurrent_calls: int | Unchanged | None = UNCHANGED,
     max_cps: int | Unchanged | None = UNCHANGED,
+    max_active_ingested_calls: int | Unchanged | None = UNCHANGED,
 ) -> KeyChange:
     """Switch a key on or off or change its limits; raises NotFound for an unknown name."""
     async with conn.transaction():
@@ -167,18 +175,21 @@ async def update_key(
                 ("enabled", enabled),
                 ("max_concurrent_calls", max_concurrent_calls),
                 ("max_cps", max_cps),
+                ("max_active_ingested_calls", max_active_ingested_calls),
             )
             if value is not UNCHANGED
         }
         after = replace(before, **changes)
         await conn.execute(
             """
-            UPDATE api_keys SET enabled = $2, max_concurrent_calls = $3, max_cps = $4
+            UPDATE api_keys SET enabled = $2, max_concurrent_calls = $3, max_cps = $4,
+                                max_active_ingested_calls = $5
              WHERE name = $1
             """,
             name,
             after.enabled,
             after.max_concurrent_calls,
             after.max_cps,
+            after.max_active_ingested_calls,
         )
     return KeyChange(key_id=key_id, before=before, after=after)

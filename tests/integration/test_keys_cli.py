@@ -105,14 +105,16 @@ async def test_list_shows_names_prefixes_limits_state_and_never_a_secret_or_hash
         "CONCURRENT",
         "MAX",
         "CPS",
+        "MAX",
+        "INGESTED",
         "ENABLED",
         "CREATED",
         "AT",
     ]
     cells = {row.split()[0]: row.split() for row in rows}
-    assert cells["acme"][1:5] == [limited[:8], "7", "4", "yes"]
-    assert cells["plain"][1:5] == [plain[:8], "default", "default", "no"]
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", " ".join(cells["acme"][5:]))
+    assert cells["acme"][1:6] == [limited[:8], "7", "4", "default", "yes"]
+    assert cells["plain"][1:6] == [plain[:8], "default", "default", "default", "no"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", " ".join(cells["acme"][6:]))
     for secret in (limited, plain):
         assert secret not in done.stdout
         assert secret[8:] not in done.stdout
@@ -208,7 +210,8 @@ async def test_key_limited_to_one_concurrent_call_gets_429_on_its_second(
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == (
-        f"API key '{name}': max concurrent calls 1 (was default), max cps default (was default)"
+        f"API key '{name}': max concurrent calls 1 (was default), max cps default (was default),"
+        " max active ingested calls default (was default)"
     )
     assert "were told" in done.stdout
 
@@ -235,7 +238,8 @@ async def test_key_limited_to_one_concurrent_call_gets_429_on_its_second(
         platform.dsn, "set-limits", name, "--max-concurrent", "default", "--max-cps", "9"
     )
     assert back.stdout.splitlines()[0] == (
-        f"API key '{name}': max concurrent calls default (was 1), max cps 9 (was default)"
+        f"API key '{name}': max concurrent calls default (was 1), max cps 9 (was default),"
+        " max active ingested calls default (was default)"
     )
 
 
@@ -258,7 +262,10 @@ async def test_key_limited_to_one_concurrent_call_gets_429_on_its_second(
             ["set-limits", "taken", "--max-cps", "lots"],
             "--max-cps must be a positive integer or 'default', not 'lots'",
         ),
-        (["set-limits", "taken"], "nothing to change: give --max-concurrent and/or --max-cps"),
+        (
+            ["set-limits", "taken"],
+            "nothing to change: give one or more of --max-concurrent, --max-cps, --max-ingested",
+        ),
         (["create", " "], "a key needs a name that is not blank"),
     ],
 )
