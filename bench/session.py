@@ -128,6 +128,12 @@ class Bench:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGCONT)
 
+    def workers_note(self, held: bool) -> str:
+        """What a POST /calls figure says of the workers (nothing for a platform not ours)."""
+        if held:
+            return ", workers held"
+        return "" if self.system is None else ", workers running"
+
     @contextlib.asynccontextmanager
     async def task(self, description: str, total: float | None) -> AsyncIterator[TaskID]:
         task = self.progress.add_task(description, total=total, info="")

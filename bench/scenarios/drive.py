@@ -36,15 +36,11 @@ class PostCallsRun:
     ceiling: float | None
     info: dict[str, Any]
     result: wrk_runner.WrkResult
-    held: bool
+    note: str  # what the figure says of the workers
 
     @property
     def answered(self) -> int:
         return self.result.requests - self.result.non_2xx
-
-    @property
-    def note(self) -> str:
-        return ", workers held" if self.held else ", workers running"
 
 
 async def post_calls_wrk(b: Bench, scenario: str, clients: int, metric: str) -> PostCallsRun:
@@ -59,7 +55,7 @@ async def post_calls_wrk(b: Bench, scenario: str, clients: int, metric: str) -> 
     async with b.api_alone() as held:
         result = await b.wrk("POST /calls", b.base_url, script, clients, into=info)
     info["workers_held"] = held
-    return PostCallsRun(secret, key_id, ceiling, info, result, held)
+    return PostCallsRun(secret, key_id, ceiling, info, result, b.workers_note(held))
 
 
 async def open_loop_run(

@@ -45,8 +45,7 @@ async def open_loop_latency(b: Bench) -> None:
         ceiling=ceiling,
         errors=info["errors"],
         comparable=rate == FULL.open_loop_rate,
-        note=f"{rate:g}/s, max {info['latency_ms']['max']:.0f} ms"
-        + (", workers held" if held else ", workers running"),
+        note=f"{rate:g}/s, max {info['latency_ms']['max']:.0f} ms" + b.workers_note(held),
     )
     check = await b.drain_and_verify("open_loop", key_id, ids, len(ids))
     add_check(b, "open_loop_checked", check)
