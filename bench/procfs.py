@@ -14,17 +14,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from devstack.processes import stat_fields
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float | None:
     """User plus system CPU time of a process, or None when it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    fields = stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK if fields else None
 
 
 def rss_bytes(pid: int) -> int | None:

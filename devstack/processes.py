@@ -122,12 +122,19 @@ def wait_for_exit(pid: int, timeout_s: float) -> bool:
     return not pid_alive(pid)
 
 
-def parent_pid(pid: int) -> int | None:
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first), or None when the
+    process is gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(raw[raw.rindex(")") + 2 :].split()[1])
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def parent_pid(pid: int) -> int | None:
+    fields = stat_fields(pid)
+    return int(fields[1]) if fields else None
 
 
 def _by_parent() -> dict[int, list[int]]:

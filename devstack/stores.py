@@ -143,6 +143,15 @@ def record_started(name: str, **fields: object) -> None:
     write_started(records)
 
 
+def _reuse(what: str, directory: Path, running: tuple[int, int] | None) -> int | None:
+    """The port of a private server of ours that is still up (pid, port), said once."""
+    if running is None:
+        return None
+    pid, port = running
+    log.info(f"reusing the private {what} under {rel(directory)} (pid {pid}, port {port})")
+    return port
+
+
 # --------------------------------------------------------------------------- PostgreSQL
 
 
@@ -233,11 +242,9 @@ def pg_running_private() -> tuple[int, int] | None:
 
 def pg_start_private(started_now: list[str]) -> int:
     """Start (or reuse) the private server under .run/postgres; returns its port."""
-    running = pg_running_private()
-    if running:
-        pid, port = running
-        log.info(f"reusing the private PostgreSQL under {rel(PG_DIR)} (pid {pid}, port {port})")
-        return port
+    reused = _reuse("PostgreSQL", PG_DIR, pg_running_private())
+    if reused is not None:
+        return reused
 
     bindir = pg_choose_bindir()
     try:
@@ -334,11 +341,9 @@ def redis_running_private() -> tuple[int, int] | None:
 
 
 def redis_start_private(started_now: list[str]) -> int:
-    running = redis_running_private()
-    if running:
-        pid, port = running
-        log.info(f"reusing the private Redis under {rel(REDIS_DIR)} (pid {pid}, port {port})")
-        return port
+    reused = _reuse("Redis", REDIS_DIR, redis_running_private())
+    if reused is not None:
+        return reused
     binary = find_redis_server(install=True)
     if binary is None:
         raise StoreError("no Redis answers and none can be started here: " + INSTALL_REDIS)
