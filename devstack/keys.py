@@ -24,10 +24,13 @@ async def new_key(
     *,
     max_concurrent: int | None = None,
     max_cps: int | None = None,
+    name_is_secret: bool = False,
 ) -> Key:
-    """A fresh key (so that no two users share limits); None limits mean the platform's."""
+    """A fresh key (so that no two users share limits); None limits mean the platform's.
+    `name_is_secret` names it after its secret, so that whoever holds only the secret (the
+    integration tests) finds its row by name."""
     secret = f"{purpose}-{secrets.token_urlsafe(16)}"
-    name = f"{purpose}-{secrets.token_hex(6)}"
+    name = secret if name_is_secret else f"{purpose}-{secrets.token_hex(6)}"
     await insert_key(conn, name, secret, max_concurrent_calls=max_concurrent, max_cps=max_cps)  # type: ignore[arg-type]
     stored = await fetch_key_by_hash(conn, hash_secret(secret))
     assert stored is not None

@@ -185,10 +185,13 @@ class Platform:
     async def new_key(
         self, *, max_concurrent: int | None = None, max_cps: int | None = None
     ) -> str:
-        """A fresh API key (so tests do not share limits); returns its secret."""
+        """A fresh API key (so tests do not share limits), named after its secret (tests find
+        its id by name); returns its secret."""
         conn = await asyncpg.connect(self.dsn)
         try:
-            key = await new_key(conn, "test", max_concurrent=max_concurrent, max_cps=max_cps)
+            key = await new_key(
+                conn, "test", max_concurrent=max_concurrent, max_cps=max_cps, name_is_secret=True
+            )
         finally:
             await conn.close()
         return key.secret
