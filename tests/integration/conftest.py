@@ -6,7 +6,6 @@ import asyncio
 import os
 import shutil
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -16,8 +15,8 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 from redis.asyncio import Redis
 
-from db.migrate import migrate
-from tests.integration.platform import Platform, server_dsn, with_database
+from devstack.databases import scratch_database
+from tests.integration.platform import Platform, server_dsn
 
 pytestmark = pytest.mark.integration
 
@@ -54,20 +53,8 @@ async def platform_factory(
 @pytest.fixture
 async def scratch_dsn() -> AsyncIterator[str]:
     """A migrated database of the test's own (no API reads it)."""
-    database = f"mc_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server_dsn())
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    dsn = with_database(server_dsn(), database)
-    try:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
+    async with scratch_database(server_dsn()) as dsn:
         yield dsn
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ import asyncpg
 import pytest
 
 from db.keys import hash_secret, insert_key, new_secret
-from tests.integration.platform import ROOT, Platform, free_port, server_dsn, with_database
+from devstack.databases import scratch_database
+from tests.integration.platform import ROOT, Platform, free_port, server_dsn
 
 SECRET = re.compile(r"mc_[A-Za-z0-9_-]{43}")
 
@@ -299,14 +300,8 @@ async def test_keys_without_postgresql_say_so_in_one_line(args: list[str]) -> No
 
 
 async def test_keys_before_migrate_point_to_it() -> None:
-    database = f"mc_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server_dsn())
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    try:
-        done = await keys_cli(with_database(server_dsn(), database), "list")
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
+    async with scratch_database(server_dsn(), migrated=False) as dsn:
+        done = await keys_cli(dsn, "list")
 
     assert done.returncode == 1
     assert done.stderr == (

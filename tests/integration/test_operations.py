@@ -9,13 +9,13 @@ import shlex
 import signal
 import subprocess
 import sys
-import uuid
 
 import aiohttp
 import asyncpg
 
 from core import keys
-from tests.integration.platform import ROOT, Platform, free_port, server_dsn, with_database
+from devstack.databases import scratch_database
+from tests.integration.platform import ROOT, Platform, free_port, server_dsn
 
 
 def procfile() -> dict[str, str]:
@@ -37,11 +37,8 @@ def test_procfile_runs_web_worker_scheduler_and_dashboard() -> None:
 
 
 async def test_migrate_is_idempotent_and_seeding_twice_adds_nothing() -> None:
-    database = f"mc_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server_dsn())
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    env = os.environ | {"DATABASE_URL": with_database(server_dsn(), database)}
-    try:
+    async with scratch_database(server_dsn(), migrated=False) as dsn:
+        env = os.environ | {"DATABASE_URL": dsn}
 
         def db(command: str) -> str:
             done = subprocess.run(
@@ -66,9 +63,6 @@ async def test_migrate_is_idempotent_and_seeding_twice_adds_nothing() -> None:
         # Hashed at rest: no secret appears in the table.
         assert all(len(row["key_hash"]) == 32 for row in stored)
         assert b"demo-key" not in b"".join(row["key_hash"] for row in stored)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
 
 
 def test_db_command_without_postgresql_says_so() -> None:

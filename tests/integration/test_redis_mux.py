@@ -15,49 +15,30 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.redis_mux import MultiplexedRedis
-from tests.integration.platform import Process, free_port, redis_server_binary, wait_for_port
+from devstack.ports import free_port
+from devstack.redis import RedisServer
 
 pytestmark = pytest.mark.integration
 
 
-class Server:
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/2"
-        self._workdir = workdir
-        self.process: Process | None = None
-
-    def start(self) -> None:
-        args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1"]
-        self.process = Process(
-            "redis", [*args, "--save", "", "--appendonly", "no"], {}, self._workdir / "redis.log"
-        )
-        self.process.start()
-        wait_for_port(self.port, "redis-server")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-
-
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    running = Server(tmp_path)
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    running = RedisServer(tmp_path / "redis.log")
     running.start()
     yield running
     running.kill()
 
 
 @pytest.fixture
-async def mux(server: Server) -> AsyncIterator[MultiplexedRedis]:
-    client = MultiplexedRedis.from_url(server.url, timeout_s=0.3)
+async def mux(server: RedisServer) -> AsyncIterator[MultiplexedRedis]:
+    client = MultiplexedRedis.from_url(server.url(2), timeout_s=0.3)
     yield client
     await client.aclose()
 
 
 @pytest.fixture
-async def plain(server: Server) -> AsyncIterator[Redis]:
-    client = Redis.from_url(server.url)
+async def plain(server: RedisServer) -> AsyncIterator[Redis]:
+    client = Redis.from_url(server.url(2))
     yield client
     await client.aclose()
 

@@ -1,4 +1,4 @@
-"""`scripts/bench --profile`: py-spy samples the platform's processes while a scenario runs,
+"""`python -m bench --profile`: py-spy samples the platform's processes while a scenario runs,
 keeps the collapsed stacks, and names the frames where the CPU went."""
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ import shutil
 import signal
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+
+from devstack.paths import ROOT
 
 # Frames of the platform's own code (after _short), for the inclusive view.
 PLATFORM = ("api/", "calls/", "core/", "db/", "worker/", "scheduler/")
@@ -93,25 +96,31 @@ def _short(frame: str) -> str:
             path = path.split(marker, 1)[1]
             break
     else:
-        path = path.split("/work/main/", 1)[-1]
+        path = path.split(f"{ROOT}/", 1)[-1]
     line = match.group("line")
     return f"{match.group('func')} ({path}{':' + line if line else ''})"
+
+
+def _busy_stacks(collapsed: str) -> Iterator[tuple[list[str], int]]:
+    """Each stack of a collapsed profile (its frames, root first) with its samples; stacks
+    that wait rather than work are left out."""
+    for line in collapsed.splitlines():
+        stack, _, samples = line.rpartition(" ")
+        if not stack or not samples.isdigit():
+            continue
+        frames = stack.split(";")
+        if _short(frames[-1]).startswith(IDLE):
+            continue
+        yield frames, int(samples)
 
 
 def top_frames(collapsed: str, count: int = 10) -> list[tuple[str, float]]:
     """The frames with the most samples of their own (the leaf of each stack)."""
     own: Counter[str] = Counter()
     total = 0
-    for line in collapsed.splitlines():
-        stack, _, samples = line.rpartition(" ")
-        if not stack or not samples.isdigit():
-            continue
-        n = int(samples)
-        leaf = _short(stack.split(";")[-1])
-        if leaf.startswith(IDLE):
-            continue
+    for frames, n in _busy_stacks(collapsed):
         total += n
-        own[leaf] += n
+        own[_short(frames[-1])] += n
     if not total:
         return []
     return [(frame, round(n / total * 100, 1)) for frame, n in own.most_common(count)]
@@ -124,15 +133,9 @@ def top_inclusive(
     whose file starts with `prefix`; waiting stacks are left out."""
     seen: Counter[str] = Counter()
     total = 0
-    for line in collapsed.splitlines():
-        stack, _, samples = line.rpartition(" ")
-        if not stack or not samples.isdigit():
-            continue
-        n = int(samples)
-        if _short(stack.split(";")[-1]).startswith(IDLE):
-            continue
+    for frames, n in _busy_stacks(collapsed):
         total += n
-        for frame in {_short(f) for f in stack.split(";")}:
+        for frame in {_short(f) for f in frames}:
             if frame.partition(" (")[2].startswith(prefix):
                 seen[frame] += n
     if not total:

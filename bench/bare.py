@@ -1,7 +1,7 @@
-"""The bare ceiling for scripts/bench: an aiohttp app doing the platform's store round trips and
+"""The bare ceiling of the benchmark: an aiohttp app doing the platform's store round trips and
 nothing else, so each figure can be read as a share of what this machine allows.
 
-    .venv/bin/python scripts/bench_bare.py        # DATABASE_URL, REDIS_URL, BARE_PORT
+    .venv/bin/python -m bench.bare        # DATABASE_URL, REDIS_URL, BARE_PORT
 
 POST (any path) reads the body, does one Redis INCR and one PostgreSQL INSERT, and answers 201.
 GET /calls/{id} does one Redis HGETALL of `bare:call:<id>` and answers its fields as JSON. The
@@ -24,6 +24,11 @@ from core.redis_mux import MultiplexedRedis
 from core.settings import Settings
 
 TABLE = "bench_bare_inserts"
+# Made in the benchmark's database beside the platform's tables (bench/system.py).
+CREATE_TABLE = (
+    f"CREATE TABLE {TABLE} (id bigserial PRIMARY KEY, n bigint, body text,"
+    " created_at timestamptz DEFAULT now())"
+)
 POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", MultiplexedRedis)
 

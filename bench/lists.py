@@ -1,8 +1,9 @@
 """Times `GET /calls` pages on a million calls and prints each query's plan.
 
-    .venv/bin/python scripts/bench_lists.py [--rows 1000000] [--keys 4]
+    .venv/bin/python -m bench.lists [--rows 1000000] [--keys 4]
 
-Makes a scratch database on the server of DATABASE_URL (dropped at the end), fills it with
+Makes a scratch database on the server of DATABASE_URL (default
+postgresql://postgres@127.0.0.1:5432/postgres; dropped at the end), fills it with
 `--rows` calls spread over `--keys` keys (one key holds half of them), and for each filter of
 the list route runs the same SQL the API sends (db.calls.fetch_calls_page), printing the
 median time of a first page, a deep page, and the plan's top nodes.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import time
@@ -21,8 +21,8 @@ import uuid
 import asyncpg
 
 from db.calls import CallFilter, fetch_calls_page
-from db.migrate import migrate
 from db.pool import connect
+from devstack.databases import LOCAL_SERVER_DSN, scratch_database, server_dsn
 
 FILTERS = {
     "none": CallFilter(),
@@ -97,31 +97,24 @@ async def main() -> int:
     parser.add_argument("--keys", type=int, default=4)
     args = parser.parse_args()
 
-    server = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    database = f"mc_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server)
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    dsn = server.rsplit("/", 1)[0] + "/" + database
-    try:
+    async with scratch_database(server_dsn(LOCAL_SERVER_DSN), "mc_bench") as dsn:
         conn = await connect(dsn)
-        await migrate(conn)
-        keys = [str(uuid.uuid4()) for _ in range(args.keys)]
-        started = time.perf_counter()
-        await fill(conn, args.rows, keys)
-        loaded_s = time.perf_counter() - started
-        print(f"{args.rows:,} calls over {args.keys} keys loaded in {loaded_s:.1f} s")
-        big = keys[0]
-        print(f"\n{'filter':<24} {'matching':>10} {'page 1 ms':>10} {'page 500 ms':>12}")
-        for name, where in FILTERS.items():
-            _, total = await fetch_calls_page(conn, big, where, limit=20, offset=0)
-            first = await measure(conn, big, where, 0)
-            deep = await measure(conn, big, where, 20 * 499)
-            print(f"{name:<24} {total:>10,} {first:>10.1f} {deep:>12.1f}")
-            print(await plan(conn, big, where))
-        await conn.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
+        try:
+            keys = [str(uuid.uuid4()) for _ in range(args.keys)]
+            started = time.perf_counter()
+            await fill(conn, args.rows, keys)
+            loaded_s = time.perf_counter() - started
+            print(f"{args.rows:,} calls over {args.keys} keys loaded in {loaded_s:.1f} s")
+            big = keys[0]
+            print(f"\n{'filter':<24} {'matching':>10} {'page 1 ms':>10} {'page 500 ms':>12}")
+            for name, where in FILTERS.items():
+                _, total = await fetch_calls_page(conn, big, where, limit=20, offset=0)
+                first = await measure(conn, big, where, 0)
+                deep = await measure(conn, big, where, 20 * 499)
+                print(f"{name:<24} {total:>10,} {first:>10.1f} {deep:>12.1f}")
+                print(await plan(conn, big, where))
+        finally:
+            await conn.close()
     return 0
 
 

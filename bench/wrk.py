@@ -44,9 +44,11 @@ def lua_script(
     *,
     body: str | None = None,
     headers: dict[str, str] | None = None,
+    rotate: tuple[str, Sequence[str]] | None = None,
 ) -> str:
     """A wrk script sending `method` to `path`, or to each of `paths` in turn (each thread
-    starting at its own place in the list)."""
+    starting at its own place in the list); `rotate` = (header, values) gives each request the
+    next of the values (a load spread over several API keys)."""
     lines = [f"wrk.method = {_lua_string(method)}"]
     if body is not None:
         lines.append(f"wrk.body = {_lua_string(body)}")
@@ -54,14 +56,23 @@ def lua_script(
     for name, value in (headers or {}).items():
         # A space after "[": "[[" would open a Lua long string.
         lines.append(f"wrk.headers[ {_lua_string(name)} ] = {_lua_string(value)}")
-    if isinstance(path, str):
+    if isinstance(path, str) and rotate is None:
         lines.append(f"wrk.path = {_lua_string(path)}")
-    else:
-        lines.append("local paths = {")
-        lines.extend(f"  {_lua_string(p)}," for p in path)
+        lines.append(_DONE)
+        return "\n".join(lines)
+    paths = [path] if isinstance(path, str) else list(path)
+    lines.append("local paths = {")
+    lines.extend(f"  {_lua_string(p)}," for p in paths)
+    lines.append("}")
+    rotating = ""
+    if rotate is not None:
+        name, values = rotate
+        lines.append("local rotating = {")
+        lines.extend(f"  {_lua_string(v)}," for v in values)
         lines.append("}")
-        lines.append(
-            """
+        rotating = f"  wrk.headers[ {_lua_string(name)} ] = rotating[(i % #rotating) + 1]\n"
+    lines.append(
+        """
 local threads_made = 0
 setup = function(thread)
   thread:set("first", threads_made * 7919)
@@ -71,10 +82,12 @@ local i = 0
 init = function(args) i = first or 0 end
 request = function()
   i = i + 1
-  return wrk.format(nil, paths[(i % #paths) + 1])
+"""
+        + rotating
+        + """  return wrk.format(nil, paths[(i % #paths) + 1])
 end
 """
-        )
+    )
     lines.append(_DONE)
     return "\n".join(lines)
 

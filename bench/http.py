@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from bench.stats import percentile
+
 # What one request is: method, path (after the base URL's own path), body or None.
 RequestSpec = tuple[str, str, bytes | None]
 
@@ -67,13 +69,7 @@ class ResponseParser:
                 else:
                     self._state = "close"
             elif state == "length":
-                if not buf:
-                    return
-                take = min(len(buf), self._remaining)
-                self._on_body(bytes(buf[:take]))
-                del buf[:take]
-                self._remaining -= take
-                if self._remaining:
+                if not self._take_body():
                     return
                 self._finish()
             elif state == "size":
@@ -87,13 +83,7 @@ class ResponseParser:
                 else:
                     self._state = "trailer"
             elif state == "chunk":
-                if not buf:
-                    return
-                take = min(len(buf), self._remaining)
-                self._on_body(bytes(buf[:take]))
-                del buf[:take]
-                self._remaining -= take
-                if self._remaining:
+                if not self._take_body():
                     return
                 self._state = "crlf"
             elif state == "crlf":
@@ -113,6 +103,17 @@ class ResponseParser:
                     self._on_body(bytes(buf))
                     buf.clear()
                 return
+
+    def _take_body(self) -> bool:
+        """Pass on what has arrived of the `_remaining` body bytes; True once all have."""
+        buf = self._buf
+        if not buf:
+            return False
+        take = min(len(buf), self._remaining)
+        self._on_body(bytes(buf[:take]))
+        del buf[:take]
+        self._remaining -= take
+        return not self._remaining
 
     def eof(self) -> None:
         if self._state == "close":
@@ -239,19 +240,17 @@ class Client:
                 return conn
             self._forget(conn)
         if self._open < self.max_connections:
-            self._open += 1
-            try:
-                return await self._connect()
-            except BaseException:
-                self._open -= 1
-                self._wake_one()
-                raise
+            return await self._open_one()
         waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         conn = await waiter
         if conn is not None:
             return conn
         # A connection died: its slot is ours to open again.
+        return await self._open_one()
+
+    async def _open_one(self) -> _Connection:
+        """Open a connection in a free slot; a failure frees the slot for the next waiter."""
         self._open += 1
         try:
             return await self._connect()
@@ -313,14 +312,6 @@ class Client:
 
 
 # -- drivers --------------------------------------------------------------------------------
-
-
-def percentile(sorted_values: Sequence[float], p: float) -> float:
-    """The p-th percentile (0-100) of already sorted values, nearest-rank; NaN when empty."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 @dataclass
@@ -549,13 +540,18 @@ class SseStream(asyncio.Protocol):
 
 
 async def open_stream(
-    client: Client, path: str, on_event: Callable[[dict[str, str], float], None]
+    client: Client,
+    path: str,
+    on_event: Callable[[dict[str, str], float], None],
+    headers: dict[str, str] | None = None,
 ) -> tuple[SseStream, int, bytes]:
-    """Open a stream at `path`; returns it with the answer's status (and body when not 200)."""
+    """Open a stream at `path` (with `headers` beside the client's own); returns it with the
+    answer's status (and body when not 200)."""
     loop = asyncio.get_running_loop()
     _, stream = await loop.create_connection(lambda: SseStream(on_event), client.host, client.port)
     assert stream.transport is not None and stream.status is not None
-    stream.transport.write(client.raw("GET", path, headers={"Accept": "text/event-stream"}))
+    asked = {"Accept": "text/event-stream"} | (headers or {})
+    stream.transport.write(client.raw("GET", path, headers=asked))
     status, _ = await stream.status
     if status != 200 and stream.closed is not None:
         with contextlib.suppress(TimeoutError):
