@@ -87,7 +87,8 @@ async def _limits_phase(
         # (taken before the insert, given back after COMPLETED commits), so this count is exact.
         most_active=max_overlap(lives),
         most_in_a_second=most_in_window([created.timestamp() for created, _ in lives], 1.0, SKEW_S),
-        leases_left=await b.system.redis.zcard(keys.leases(key_id)),
+        # Every slot but the member that marks the set as known (core/keys.py).
+        leases_left=await b.system.redis.zcount(keys.leases(key_id), "-inf", "(+inf"),
     )
     info = {
         "max_concurrent": max_active,
