@@ -64,17 +64,24 @@ async def key_id_of(pg: asyncpg.Connection, secret: str) -> str:
 
 
 async def insert_calls(pg: asyncpg.Connection, key_id: str, rows: list[Row]) -> None:
-    """Calls as the list reads them. Kind 'ingested', so no timer or upkeep ever moves them."""
+    """Calls as the list reads them, counted as the platform counts them. Kind 'ingested' and
+    moved just now, so no timer moves them and upkeep does not end them as idle."""
     await pg.execute(
         """
-        INSERT INTO calls (id, api_key_id, kind, status, seq, from_number, to_number, metadata,
-                           flags, call_type, queue_id, created_at, updated_at,
-                           status_changed_at, started_at)
-        SELECT r.id, $1, 'ingested', r.status, 1, '+14155550100', '+14155550199', '{}',
-               string_to_array(r.flags, ','), r.call_type, r.queue_id, r.created_at,
-               r.created_at, r.created_at, r.created_at
-          FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-                      $7::timestamptz[]) AS r(id, status, flags, call_type, queue_id, created_at)
+        WITH inserted AS (
+            INSERT INTO calls (id, api_key_id, kind, status, seq, from_number, to_number,
+                               metadata, flags, call_type, queue_id, created_at, updated_at,
+                               status_changed_at, started_at)
+            SELECT r.id, $1, 'ingested', r.status, 1, '+14155550100', '+14155550199', '{}',
+                   string_to_array(r.flags, ','), r.call_type, r.queue_id, r.created_at,
+                   r.created_at, now(), r.created_at
+              FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                          $7::timestamptz[]) AS r(id, status, flags, call_type, queue_id,
+                                                  created_at)
+            RETURNING status
+        )
+        INSERT INTO counter_deltas (api_key_id, calls_created, calls_completed)
+        SELECT $1, count(*), count(*) FILTER (WHERE status = 'COMPLETED') FROM inserted
         """,
         key_id,
         [r.call_id for r in rows],
