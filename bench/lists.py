@@ -1,12 +1,15 @@
-"""Times `GET /calls` pages on a million calls and prints each query's plan.
+"""Times `GET /calls` pages and `/metrics` on a million calls (or ten) and prints the plans.
 
     .venv/bin/python -m bench.lists [--rows 1000000] [--keys 4]
 
 Makes a scratch database on the server of DATABASE_URL (default
 postgresql://postgres@127.0.0.1:5432/postgres; dropped at the end), fills it with
-`--rows` calls spread over `--keys` keys (one key holds half of them), and for each filter of
-the list route runs the same SQL the API sends (db.calls.fetch_calls_page), printing the
-median time of a first page, a deep page, and the plan's top nodes.
+`--rows` calls spread over `--keys` keys (one key holds half of them), a recording for each
+completed one, and their counters, then runs the same SQL the API sends: for each filter of the
+list route (db.calls.fetch_calls_page) the median time of a first page, a deep page, and the
+plan's top nodes; and the counters of `/metrics` (db.counters.fetch_counters) for the platform
+and for the big key, beside the statement `/metrics` ran before the counters were kept
+(counting every row of calls and recordings).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import uuid
 import asyncpg
 
 from db.calls import CallFilter, fetch_calls_page
+from db.counters import fetch_counters
 from db.pool import connect
 from devstack.databases import LOCAL_SERVER_DSN, scratch_database, server_dsn
 
@@ -63,7 +67,47 @@ async def fill(conn: asyncpg.Connection, rows: int, keys: list[str]) -> None:
         rows,
         keys,
     )
+    await conn.execute(
+        """
+        INSERT INTO recordings (call_id, status, storage_key)
+        SELECT id, 'uploaded', 'recordings/' || id || '.wav' FROM calls WHERE status = 'COMPLETED'
+        """
+    )
+    # The counters, as 0006_counters.sql counts what is there when it is applied.
+    await conn.execute(
+        """
+        INSERT INTO counter_totals (api_key_id, calls_created, calls_completed, uploads_opened,
+                                    uploads_stored, uploads_failed)
+        SELECT c.api_key_id, count(*), count(*) FILTER (WHERE c.status = 'COMPLETED'),
+               count(r.call_id), count(*) FILTER (WHERE r.status = 'uploaded'),
+               count(*) FILTER (WHERE r.status = 'failed')
+          FROM calls c LEFT JOIN recordings r ON r.call_id = c.id
+         GROUP BY c.api_key_id
+        """
+    )
     await conn.execute("VACUUM ANALYZE calls")
+    await conn.execute("VACUUM ANALYZE recordings")
+
+
+# What `/metrics` ran before the counters were kept (every row of calls and recordings).
+METRICS_BEFORE = """
+    SELECT (SELECT count(*) FROM calls) AS total_calls,
+           (SELECT count(*) FROM calls WHERE status <> 'COMPLETED') AS active_calls,
+           (SELECT count(*) FROM calls WHERE created_at > now() - interval '1 second') AS cps,
+           (SELECT count(*) FROM recordings WHERE status IN ('pending', 'uploading')) AS up,
+           (SELECT count(*) FROM recordings WHERE status = 'uploaded') AS done,
+           (SELECT count(*) FROM recordings WHERE status = 'failed') AS failed
+"""
+
+
+async def timed_ms(run) -> float:
+    """The median of seven runs, in ms."""
+    times = []
+    for _ in range(7):
+        start = time.perf_counter()
+        await run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
 
 
 async def measure(conn: asyncpg.Connection, key: str, where: CallFilter, offset: int) -> float:
@@ -106,6 +150,13 @@ async def main() -> int:
             loaded_s = time.perf_counter() - started
             print(f"{args.rows:,} calls over {args.keys} keys loaded in {loaded_s:.1f} s")
             big = keys[0]
+            print(f"\n{'/metrics':<40} {'ms':>8}")
+            for name, run in (
+                ("before: counting the tables", lambda: conn.fetchrow(METRICS_BEFORE)),
+                ("counters, platform-wide", lambda: fetch_counters(conn)),
+                ("counters, the big key (?scope=key)", lambda: fetch_counters(conn, big)),
+            ):
+                print(f"{name:<40} {await timed_ms(run):>8.1f}")
             print(f"\n{'filter':<24} {'matching':>10} {'page 1 ms':>10} {'page 500 ms':>12}")
             for name, where in FILTERS.items():
                 _, total = await fetch_calls_page(conn, big, where, limit=20, offset=0)
