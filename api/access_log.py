@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from api import appkeys
+from core.logs import write_info
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -18,9 +19,10 @@ class AccessLogger(AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.INFO)
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info(
+        write_info(
+            self.logger.name,
             "request",
-            extra={
+            {
                 "method": request.method,
                 "path": request.path,
                 "status": response.status,

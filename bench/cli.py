@@ -13,8 +13,8 @@ the end, and a private redis-server on a free port.
 - tuned: the bench starts one API process, N workers and one scheduler itself, with the
   lifecycle time-compressed (TIME_SCALE 0.05), logs at WARNING, the per-process caps raised by
   settings, and the workers held (SIGSTOP) during the POST /calls figures.
-- default: scripts/run's runner (honcho with the Procfile: web, worker, scheduler) with every
-  setting at its default (LOG_LEVEL INFO, one worker), the workers running throughout; limits
+- default: scripts/run's runner (devstack/runner.py, the Procfile's web, worker, scheduler) with
+  every setting at its default (LOG_LEVEL INFO, one worker), the workers running throughout; limits
   raised only through the keys, and a load one key's caps would refuse spread over keys.
 
 Every figure is labelled with its configuration. Keys are made per scenario with limits that

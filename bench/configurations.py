@@ -4,7 +4,7 @@
   lifecycle compressed (TIME_SCALE 0.05), logs at WARNING, the per-process caps that would
   refuse the load raised by settings, and the workers held (SIGSTOP) during the `POST /calls`
   figures so that those are the API's own.
-- `default`: what users run. scripts/run's runner (honcho with the Procfile, as
+- `default`: what users run. scripts/run's runner (devstack/runner.py with the Procfile, as
   `scripts/run web worker scheduler` starts it), every setting at its default (LOG_LEVEL INFO,
   one worker, TIME_SCALE 1), the workers running throughout; limits raised only per key, through
   the keys' own limits, and a load that one key's caps would refuse spread over several keys.
@@ -37,9 +37,9 @@ PROCFILE_PROCESSES = ("web", "worker", "scheduler")
 @dataclass(frozen=True)
 class Configuration:
     name: str
-    # How the platform's processes start: "direct" (the bench runs each) or "honcho" (the
-    # Procfile, through honcho, as scripts/run does); "external" for --base-url.
-    runner: Literal["direct", "honcho", "external"]
+    # How the platform's processes start: "direct" (the bench runs each) or "procfile" (the
+    # Procfile, through scripts/run's runner); "external" for --base-url.
+    runner: Literal["direct", "procfile", "external"]
     # The settings it sets; everything else is the platform's default.
     settings: dict[str, str] = field(default_factory=dict)
     workers: int = 1
@@ -59,8 +59,8 @@ class Configuration:
         if self.runner == "external":
             return "a running platform at --base-url"
         how = (
-            f"honcho with the Procfile ({', '.join(PROCFILE_PROCESSES)})"
-            if self.runner == "honcho"
+            f"scripts/run's runner with the Procfile ({', '.join(PROCFILE_PROCESSES)})"
+            if self.runner == "procfile"
             else f"api, {self.workers} worker(s), scheduler started by the bench"
         )
         settings = ", ".join(f"{k}={v}" for k, v in self.settings.items()) or "all defaults"
@@ -78,5 +78,5 @@ def tuned(overrides: dict[str, str], workers: int, lifecycle_during: bool) -> Co
     )
 
 
-DEFAULT = Configuration("default", "honcho")
+DEFAULT = Configuration("default", "procfile")
 EXTERNAL = Configuration("external", "external")

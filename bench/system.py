@@ -1,6 +1,6 @@
 """The system one configuration of the benchmark runs on: a fresh database, a private
-redis-server, the platform's processes (started one by one, or by honcho from the Procfile as
-scripts/run starts them) and the bare ceiling app; stopped again whatever happens."""
+redis-server, the platform's processes (started one by one, or from the Procfile by the runner
+scripts/run uses) and the bare ceiling app; stopped again whatever happens."""
 
 from __future__ import annotations
 
@@ -100,8 +100,8 @@ class System:
         if not self.with_platform:
             return
         say(f"{self.configuration.name}: {self.configuration.describe()}; API on {self.base_url}")
-        if self.configuration.runner == "honcho":
-            self._add("honcho", self._honcho_command())
+        if self.configuration.runner == "procfile":
+            self._add("runner", self._runner_command())
         else:
             self._add("api", [sys.executable, "-m", "api"])
             for i in range(self.configuration.workers):
@@ -110,15 +110,20 @@ class System:
         await self._wait_http(self.base_url + "/ready", self._main_process)
         await self._find_platform_pids()
 
-    def _honcho_command(self) -> list[str]:
-        """scripts/run's own command (`honcho start -e /dev/null -p PORT ...`): honcho gives
-        each process type PORT base + 100 × its place, and web comes first."""
-        honcho = str(Path(sys.executable).parent / "honcho")
-        return [honcho, "start", "-e", "/dev/null", "-p", str(self.api_port), *PROCFILE_PROCESSES]
+    def _runner_command(self) -> list[str]:
+        """scripts/run's own command (`python -m devstack.runner --port PORT ...`)."""
+        return [
+            sys.executable,
+            "-m",
+            "devstack.runner",
+            "--port",
+            str(self.api_port),
+            *PROCFILE_PROCESSES,
+        ]
 
     @property
     def _main_process(self) -> str:
-        return "honcho" if self.configuration.runner == "honcho" else "api"
+        return "runner" if self.configuration.runner == "procfile" else "api"
 
     async def start_bare(self) -> None:
         if "bare" in self.processes:
@@ -150,9 +155,9 @@ class System:
         raise RuntimeError(f"{name} did not become ready:\n" + self.logs())
 
     async def _find_platform_pids(self) -> None:
-        """The pid of each platform process: ours when we started it, else found below honcho
-        (its shells may still be starting the later ones when the API answers)."""
-        if self.configuration.runner != "honcho":
+        """The pid of each platform process: ours when we started it, else found below the
+        runner (its shells may still be starting the later ones when the API answers)."""
+        if self.configuration.runner != "procfile":
             started = {"api", "scheduler"} | {
                 f"worker{i + 1}" for i in range(self.configuration.workers)
             }
@@ -160,16 +165,18 @@ class System:
                 name: p.pid for name, p in self.processes.items() if p.pid and name in started
             }
             return
-        honcho = self.processes["honcho"].pid
-        assert honcho is not None
+        runner = self.processes["runner"].pid
+        assert runner is not None
         deadline = time.monotonic() + 15
         while True:
-            found = platform_processes(descendants(honcho))
+            found = platform_processes(descendants(runner))
             if all(any(n.startswith(m) for n in found) for m in MODULES):
                 self._platform_pids = found
                 return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"honcho did not start {', '.join(MODULES)}:\n" + self.logs())
+                raise RuntimeError(
+                    f"the runner did not start {', '.join(MODULES)}:\n" + self.logs()
+                )
             await asyncio.sleep(0.2)
 
     def logs(self, lines: int = 30) -> str:
@@ -179,8 +186,8 @@ class System:
         """Stop what this run started, in reverse order, and drop its database."""
         for name, process in reversed(list(self.processes.items())):
             if name != "redis":
-                # honcho gives its processes 5 s to stop before it kills them.
-                process.stop(12 if name == "honcho" else 5)
+                # The runner gives its processes 5 s to stop before it kills them.
+                process.stop(12 if name == "runner" else 5)
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 await self.redis.aclose()
@@ -222,15 +229,15 @@ class System:
         return [pid for name, pid in self._platform_pids.items() if name.startswith("worker")]
 
     def pids(self) -> dict[str, int]:
-        """Every process of ours by name: the platform's, the stores', the bare app's, and
-        honcho's own (`honcho:<pid>`, with the helpers that carry its processes' output)."""
+        """Every process of ours by name: the platform's, the stores', the bare app's, and the
+        runner's own (`runner:<pid>`, with any shell between it and a process)."""
         found = {name: p.pid for name, p in self.processes.items() if p.pid and p.alive}
-        if "honcho" in found:
-            honcho = found.pop("honcho")
+        if "runner" in found:
+            runner = found.pop("runner")
             platform = set(self._platform_pids.values())
-            for pid in [honcho, *descendants(honcho)]:
+            for pid in [runner, *descendants(runner)]:
                 if pid not in platform:
-                    found[f"honcho:{pid}"] = pid
+                    found[f"runner:{pid}"] = pid
         return found | self._platform_pids
 
     async def cpu_snapshot(self) -> dict[str, float]:

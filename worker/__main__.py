@@ -29,12 +29,15 @@ def main() -> int:
     connection = Redis.from_url(settings.redis_dsn)
     queues = [Queue(keys.TIMERS_QUEUE, connection=connection)]
     pause_s, cap_s = RESTART_PAUSE_S
+    # RQ logs two lines per job at INFO (taken, done), half of all lines: below DEBUG it says
+    # only what went wrong, and the jobs' own lines say what they did.
+    rq_level = "DEBUG" if settings.log_level.upper() == "DEBUG" else "WARNING"
     while True:
         worker = None
         try:
             # Inside the try: the constructor talks to Redis, which may still be away.
             worker = SimpleWorker(queues, connection=connection)
-            worker.work(with_scheduler=False, logging_level=settings.log_level)
+            worker.work(with_scheduler=False, logging_level=rq_level)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             log.warning("lost Redis: %s", exc)
         if worker is not None and worker._shutdown_requested_date is not None:

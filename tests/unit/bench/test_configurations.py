@@ -5,9 +5,9 @@ from __future__ import annotations
 from bench.configurations import DEFAULT, TUNED_SETTINGS, tuned
 
 
-def test_the_default_configuration_sets_nothing_and_runs_through_honcho() -> None:
+def test_the_default_configuration_sets_nothing_and_runs_through_scripts_runs_runner() -> None:
     assert DEFAULT.settings == {}
-    assert DEFAULT.runner == "honcho"
+    assert DEFAULT.runner == "procfile"
     assert not DEFAULT.hold_workers
     assert DEFAULT.setting("LOG_LEVEL") == "INFO"
     assert DEFAULT.int_setting("MAX_STREAMS_PER_KEY") == 100
