@@ -64,6 +64,7 @@ def test_a_stdout_that_does_not_drain_costs_lines_not_a_blocked_caller() -> None
     out: list[bytes] = []
     reader = threading.Thread(target=lambda: out.append(read_all(read_end)))
     reader.start()
+    writer.flush(5)
     writer.put(b'{"msg": "after"}')
     writer.flush(5)
     writer.close()
@@ -124,3 +125,14 @@ def test_an_access_line_written_directly_has_the_formatter_s_fields(
         "status",
     }
     assert (entry["process"], entry["level"], entry["request_id"]) == ("api", "info", "req-7")
+
+
+def test_a_flush_with_nothing_written_returns_at_once() -> None:
+    read_end, write_end = os.pipe()
+    writer = LineWriter(write_end)
+    started = time.monotonic()
+    writer.flush(2)
+    assert time.monotonic() - started < 0.5
+    writer.close()
+    os.close(write_end)
+    os.close(read_end)
