@@ -127,6 +127,11 @@ class Recordings:
         after `ref`, the call's id as the owner knows it)."""
         return await self._storage.locate(storage_key, download_name(ref, storage_key))
 
+    async def discard(self, storage_keys: list[str]) -> None:
+        """Delete stored recordings (of calls past their retention)."""
+        if storage_keys:
+            await self._storage.delete(storage_keys)
+
     async def aclose(self) -> None:
         """Close the storage's client; the process's lifetime (app cleanup, Runtime) calls it."""
         await self._storage.aclose()

@@ -50,6 +50,10 @@ class RecordingStorage(Protocol):
         """Where the owner gets the recording at `storage_key`, or None when none is stored."""
         ...
 
+    async def delete(self, storage_keys: list[str]) -> None:
+        """Delete the recordings at `storage_keys`; one already gone is no error."""
+        ...
+
     async def aclose(self) -> None:
         """Release what the storage holds open (clients, connections)."""
         ...
@@ -105,6 +109,15 @@ class LocalStorage:
     async def locate(self, storage_key: str, filename: str) -> Location | None:
         path = await asyncio.to_thread(self.path_of, storage_key)
         return LocalFile(path, filename) if path else None
+
+    async def delete(self, storage_keys: list[str]) -> None:
+        await asyncio.to_thread(self._delete, storage_keys)
+
+    def _delete(self, storage_keys: list[str]) -> None:
+        for key in storage_keys:
+            path = self.path_of(key)  # only files under the root
+            if path is not None:
+                path.unlink(missing_ok=True)
 
     async def aclose(self) -> None:
         return None
@@ -225,6 +238,10 @@ _S3_CONFIG = AioConfig(
 )
 
 
+# The most keys one DeleteObjects request takes.
+_S3_DELETE_MAX = 1_000
+
+
 class S3Storage:
     """Objects in an S3-compatible bucket, keyed `<prefix><call id>.wav`.
 
@@ -272,6 +289,15 @@ class S3Storage:
             ExpiresIn=self.presign_ttl_s,
         )
         return Redirect(url)
+
+    async def delete(self, storage_keys: list[str]) -> None:
+        s3 = await self._s3()
+        for start in range(0, len(storage_keys), _S3_DELETE_MAX):
+            batch = storage_keys[start : start + _S3_DELETE_MAX]
+            await s3.delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
+            )
 
     async def aclose(self) -> None:
         async with self._opening:

@@ -44,13 +44,15 @@ class Scheduler:
         await self._stopping.wait()
         for task in tasks:
             task.cancel()
-        # A stop must fit in the 2 s that honcho, Docker and systemd give before SIGKILL:
+        # A stop must fit in the 2 s that process managers, Docker and systemd give before SIGKILL:
         # whatever has not ended by then is left behind and named.
         _, pending = await asyncio.wait(tasks, timeout=STOP_STEP_S)
         if pending:
             log.warning("stopping: %s did not end", ", ".join(t.get_name() for t in pending))
         with contextlib.suppress(RedisError, TimeoutError):
             await asyncio.wait_for(self._lock.release(), STOP_STEP_S)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._upkeep.aclose(), STOP_STEP_S)
 
     def stop(self) -> None:
         self._stopping.set()

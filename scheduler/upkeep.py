@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from calls.limits import open_limiter
 from calls.live import LiveState
 from calls.publisher import Outgoing, Publisher
+from calls.recordings import Recordings
+from calls.retention import Retention
 from calls.stores import Stores
 from calls.timers import Timers
 from calls.transitions import Transitions
@@ -47,6 +49,7 @@ class UpkeepReport:
     leases_reclaimed: int = 0
     slot_sets_restored: int = 0
     idle_calls_ended: int = 0
+    calls_purged: int = 0
 
 
 class Upkeep:
@@ -57,6 +60,8 @@ class Upkeep:
         self._publisher = Publisher(stores)
         self._limiter = open_limiter(stores)
         self._transitions = Transitions(stores)
+        self._recordings = Recordings(stores)
+        self._retention = Retention(stores, self._recordings)
         self._forget_holder = stores.redis.register_script(_FORGET_HOLDER)
 
     async def run_once(self) -> UpkeepReport:
@@ -65,12 +70,17 @@ class Upkeep:
         report.uploads_resumed = await self.resume_uploads()
         report.leases_reclaimed, report.slot_sets_restored = await self.mend_leases()
         report.idle_calls_ended = await self.end_idle_ingested()
+        report.calls_purged = await self._retention.purge()
         report.updates_republished = await self.drain_outbox()
         # Routine, not a repair: not in the report.
         await fold_counter_deltas(self._stores.pool)
         if any(astuple(report)):
             log.info("upkeep: %s", report)
         return report
+
+    async def aclose(self) -> None:
+        """Release what upkeep holds open (the recordings' storage client)."""
+        await self._recordings.aclose()
 
     async def resume_calls(self) -> int:
         """Re-arm simulated calls that rest in a state past its longest timer with none waiting."""

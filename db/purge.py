@@ -1,0 +1,53 @@
+"""Deleting ended calls with everything kept of them: history, outbox entries, upload rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from db.pool import Executor
+
+
+async def fetch_expired_calls(
+    conn: Executor, older_than_s: float, limit: int
+) -> list[asyncpg.Record]:
+    """The calls that ended more than `older_than_s` ago, oldest first, with the storage key of
+    their recording (None when there is none)."""
+    return await conn.fetch(
+        """
+        SELECT c.id::text AS call_id, r.storage_key
+          FROM calls c LEFT JOIN recordings r ON r.call_id = c.id
+         WHERE c.status = 'COMPLETED'
+           AND c.ended_at < clock_timestamp() - make_interval(secs => $1::float8)
+         ORDER BY c.ended_at
+         LIMIT $2
+        """,
+        older_than_s,
+        limit,
+    )
+
+
+async def delete_calls(conn: Executor, call_ids: Sequence[str]) -> int:
+    """Delete ended calls with their history, outbox entries and upload rows, in one
+    statement, and count them as removed (counter_deltas); a call not ended is left alone.
+    Returns how many calls were deleted."""
+    return await conn.fetchval(
+        """
+        WITH gone AS (
+            DELETE FROM calls WHERE id = ANY($1::uuid[]) AND status = 'COMPLETED'
+         RETURNING id, api_key_id
+        ), events AS (
+            DELETE FROM call_events e USING gone WHERE e.call_id = gone.id
+        ), queued AS (
+            DELETE FROM outbox o USING gone WHERE o.call_id = gone.id
+        ), uploads AS (
+            DELETE FROM recordings r USING gone WHERE r.call_id = gone.id
+        ), counted AS (
+            INSERT INTO counter_deltas (api_key_id, calls_removed)
+            SELECT api_key_id, count(*) FROM gone GROUP BY api_key_id
+        )
+        SELECT count(*) FROM gone
+        """,
+        list(call_ids),
+    )

@@ -1,0 +1,122 @@
+"""Ended calls older than RETENTION_DAYS are deleted by upkeep with their history, outbox
+entries, upload rows and recording files; the counters count them as removed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.integration.conftest import Api
+from tests.integration.platform import Platform
+
+# A day in seconds is 86,400: a retention of a thousandth of a day is 86.4 s.
+RETENTION_DAYS = "0.001"
+
+
+@pytest.fixture(scope="module")
+async def keeping_little(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Platform]:
+    running = Platform(
+        tmp_path_factory.mktemp("retention"),
+        settings={"RETENTION_DAYS": RETENTION_DAYS, "RECONCILE_INTERVAL_MS": "200"},
+    )
+    try:
+        yield await running.start()
+    finally:
+        await running.stop()
+
+
+async def age(pg: asyncpg.Connection, call_ids: list[str], seconds: float) -> None:
+    """Make the calls look as if they ended `seconds` ago."""
+    await pg.execute(
+        """
+        UPDATE calls SET ended_at = ended_at - make_interval(secs => $2::float8)
+         WHERE id = ANY($1::uuid[])
+        """,
+        call_ids,
+        seconds,
+    )
+
+
+async def test_ended_calls_past_retention_go_with_everything_kept_of_them(
+    keeping_little: Platform, http
+) -> None:
+    api = Api(http, keeping_little, await keeping_little.new_key(max_concurrent=50, max_cps=50))
+    old = [(await api.create_call())[1]["call_id"] for _ in range(5)]
+    recent = (await api.create_call())[1]["call_id"]
+    for call_id in [*old, recent]:
+        await api.wait_recorded(call_id)
+    _, ingested, _ = await api.request(  # active: never purged, however old
+        "POST", "/events", json={"event": "call_initiated", "type": "voice", "queue_id": "q"}
+    )
+    pg = await asyncpg.connect(keeping_little.dsn)
+    try:
+        files = [
+            keeping_little.recordings_dir / key
+            for key in await pg.fetchval(
+                "SELECT array_agg(storage_key) FROM recordings WHERE call_id = ANY($1::uuid[])",
+                old,
+            )
+        ]
+        assert all(path.exists() for path in files)
+        before = (await api.request("GET", "/metrics"))[1]
+        await age(pg, old, 2 * 86.4)
+        await pg.execute(
+            "UPDATE calls SET created_at = created_at - interval '1 day' WHERE id = $1",
+            ingested["call_id"],
+        )
+
+        deadline = time.monotonic() + 10
+        while await pg.fetchval("SELECT count(*) FROM calls WHERE id = ANY($1::uuid[])", old):
+            assert time.monotonic() < deadline, "the old calls were never purged"
+            await asyncio.sleep(0.1)
+
+        for table, column in (
+            ("call_events", "call_id"),
+            ("outbox", "call_id"),
+            ("recordings", "call_id"),
+        ):
+            left = await pg.fetchval(
+                f"SELECT count(*) FROM {table} WHERE {column} = ANY($1::uuid[])", old
+            )
+            assert left == 0, table
+        assert not any(path.exists() for path in files)
+        assert await pg.fetchval("SELECT count(*) FROM calls WHERE id = $1", recent) == 1
+        assert (await api.get_call(ingested["call_id"]))[0] == 200
+        for call_id in old:
+            assert (await api.get_call(call_id))[0] == 404
+        _, page, _ = await api.request("GET", "/calls")
+        assert page["total"] == 2  # the recent one and the active ingested one
+        after = (await api.request("GET", "/metrics"))[1]
+        # Counters count what was made: removing old calls does not unmake them.
+        assert after["total_calls"] == before["total_calls"]
+    finally:
+        await pg.close()
+
+
+async def test_nothing_is_purged_with_retention_zero(platform_factory, http) -> None:
+    own = await platform_factory({"RETENTION_DAYS": "0", "RECONCILE_INTERVAL_MS": "200"})
+    api = Api(http, own, await own.new_key())
+    _, created, _ = await api.create_call()
+    await api.wait_recorded(created["call_id"])
+    pg = await asyncpg.connect(own.dsn)
+    try:
+        await age(pg, [created["call_id"]], 10 * 365 * 86_400)
+        await asyncio.sleep(1)
+        assert (await api.get_call(created["call_id"]))[0] == 200
+    finally:
+        await pg.close()
+
+
+def test_a_recording_outside_the_root_is_never_deleted(tmp_path: Path) -> None:
+    from calls.storage import LocalStorage
+
+    outside = tmp_path / "precious.wav"
+    outside.write_bytes(b"x")
+    storage = LocalStorage(tmp_path / "root")
+    asyncio.run(storage.delete(["../precious.wav", "recordings/none.wav"]))
+    assert outside.exists()
