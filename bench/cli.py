@@ -24,8 +24,8 @@ With --base-url it drives the same client scenarios against any implementation o
 (checking calls through the API instead of PostgreSQL); the bare ceiling still runs locally
 when a PostgreSQL server answers at DATABASE_URL.
 
-Scenarios (in order): post_calls, post_latency, open_loop, get_call, post_events, e2e, limits,
-sse. Before each, it waits for the calls of the last one to finish. Throughput comes from wrk
+Scenarios (in order): post_calls, post_latency, open_loop, get_call, post_events, e2e, knee
+(end to end at rising rates until one is not held), limits, sse. Before each, it waits for the calls of the last one to finish. Throughput comes from wrk
 (2 threads), open-loop latency from a client that sends at a fixed rate and times each request
 from its intended send time. What the runs made is checked as they go (every call completed
 exactly once with its recording and an unbroken history, nothing lost, limits held), and a
@@ -321,6 +321,7 @@ async def run(args: argparse.Namespace, console: Console) -> int:
             )
         except Exception as exc:  # it could not start: the other configurations still run
             console.print(f"[red]{configuration.name} could not run: {exc}[/red]")
+            console.print_exception()
             measured = Measured(configuration, failure=f"{configuration.name}: {exc}")
         passes.append(measured)
     figures = [f for p in passes if p.bench for f in p.bench.figures]

@@ -36,6 +36,9 @@ TARGETS: dict[str, Target] = {
     "e2e_checked": _check("end to end: zero lost, each completed once"),
     "timer_lateness_p99_ms": Target("timer lateness p99 (bucket bound)", "ms", 50, "max"),
     "timer_lateness_max_ms": Target("timer lateness max (bucket bound)", "ms", 250, "max"),
+    "knee_calls_per_s": Target(
+        "highest end-to-end rate sustained (none lost, lateness p99 ≤ 50 ms)", "/s", 1000, "min"
+    ),
     "limits_checked": _check("limits held (20/s key; 10-active key)"),
     "sse_streams_open": Target("open SSE streams, one API process", "streams", 10_000, "min"),
     "sse_delivery_p99_ms": Target("SSE update delivered, p99", "ms", 100, "max"),
@@ -55,12 +58,13 @@ class Load:
     sse_streams: int
     sse_rate: float  # updates per second posted to the streams
     drain_timeout_s: float  # the longest to wait for a run's calls to finish
+    knee_rates: tuple[float, ...]  # end-to-end rates tried in turn, for e2e_duration_s each
 
 
 # The loads: only figures measured at them (or beyond) are judged against the targets.
-FULL = Load(30, 1000, 500, 60, 10_000, 1000, 120)
+FULL = Load(30, 1000, 500, 60, 10_000, 1000, 120, (500, 750, 1000, 1250, 1500))
 # A smoke run (--quick): every scenario for a few seconds; its figures are shown, not judged.
-QUICK = Load(3, 1000, 100, 5, 500, 500, 60)
+QUICK = Load(3, 1000, 100, 5, 500, 500, 60, (50, 100))
 
 
 @dataclass

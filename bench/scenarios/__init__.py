@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from bench.scenarios.e2e import end_to_end
 from bench.scenarios.get_call import get_call
+from bench.scenarios.knee import knee
 from bench.scenarios.limits import limits
 from bench.scenarios.open_loop import open_loop_latency
 from bench.scenarios.post_calls import post_calls
@@ -23,6 +24,7 @@ SCENARIOS: dict[str, Callable[[Bench], Awaitable[None]]] = {
     "get_call": get_call,
     "post_events": post_events,
     "e2e": end_to_end,
+    "knee": knee,
     "limits": limits,
     "sse": sse,
 }

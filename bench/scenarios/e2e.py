@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -19,9 +20,10 @@ from bench.targets import FULL
 from devstack.paths import ROOT
 
 
-async def end_to_end(b: Bench) -> None:
-    """Calls created at a fixed rate, each followed to COMPLETED with its recording."""
-    rate, duration = b.load.e2e_rate, b.load.e2e_duration_s
+async def run_end_to_end(b: Bench, rate: float, duration: float, scenario: str) -> EndToEnd:
+    """Create calls at `rate` for `duration` s, follow each to COMPLETED with its recording and
+    check them all; the details go under `scenario`."""
+    detail = b.detail(scenario)
     secret, key_id = await b.key("e2e")
     before = await b.lateness(secret)
     commands_before = await b.command_counts()
@@ -58,11 +60,10 @@ async def end_to_end(b: Bench) -> None:
         )
     finally:
         watcher.cancel()
-    detail = b.detail("e2e")
     detail["create"] = info
     max_life_s = verify.max_lifetime_s(b.configuration.setting)
     if b.owns_database:
-        check = await b.drain_and_verify("e2e", key_id, ids, len(ids))
+        check = await b.drain_and_verify(scenario, key_id, ids, len(ids))
         assert check is not None
         span_s = (
             (check.last_uploaded - check.first_created).total_seconds()
@@ -97,6 +98,57 @@ async def end_to_end(b: Bench) -> None:
             "nominal_max_lifetime_s": round(max_life_s, 3),
         }
     )
+    after = await b.lateness(secret)
+    late = verify.lateness_figures(before, after)
+    detail["timer_lateness"] = late
+    commands_after = await b.command_counts()
+    jobs = commands_after.get("rpush", 0) - commands_before.get("rpush", 0)
+    if jobs and late["timers"]:
+        # RQ puts each job's id on its queue with one RPUSH: timers per job shows the batching.
+        detail["rq_jobs"] = jobs
+        detail["timers_per_rq_job"] = round(late["timers"] / jobs, 2)
+    return EndToEnd(
+        rate, duration, per_s, info, check, drain_s, late, secret, key_id, sorted(ids), started_ms
+    )
+
+
+@dataclass
+class EndToEnd:
+    """One end-to-end run: the sustained rate, the check of its calls, timer lateness, and the
+    CPU shares of the creating part (% of a core, by process)."""
+
+    rate: float
+    duration_s: float
+    per_s: float
+    info: dict[str, Any]
+    check: verify.CallCheck
+    drain_s: float | None
+    late: dict[str, Any]
+    secret: str
+    key_id: str | None
+    ids: list[str]
+    started_ms: float
+
+    @property
+    def errors(self) -> int:
+        return self.info["errors"] + self.check.problems
+
+    @property
+    def cpu(self) -> dict[str, float]:
+        return self.info.get("cpu_pct_of_one_core", {})
+
+
+async def end_to_end(b: Bench) -> None:
+    """Calls created at a fixed rate, each followed to COMPLETED with its recording."""
+    run = await run_end_to_end(b, b.load.e2e_rate, b.load.e2e_duration_s, "e2e")
+    rate, duration, check, late = run.rate, run.duration_s, run.check, run.late
+    drain_s, per_s, info, key_id, detail = (
+        run.drain_s,
+        run.per_s,
+        run.info,
+        run.key_id,
+        b.detail("e2e"),
+    )
     comparable = rate >= FULL.e2e_rate and duration >= FULL.e2e_duration_s
     b.add(
         "e2e_calls_per_s",
@@ -107,21 +159,12 @@ async def end_to_end(b: Bench) -> None:
         + (f", drain {drain_s:.2f} s" if drain_s is not None else ""),
     )
     add_check(b, "e2e_checked", check)
-    after = await b.lateness(secret)
-    late = verify.lateness_figures(before, after)
-    detail["timer_lateness"] = late
     if late["timers"]:
         bound = lambda ms: "> 10 s" if ms is None else f"≤ {ms:g} ms"  # noqa: E731
         b.say(
             f"  timer lateness over {late['timers']:,} timers: p99 {bound(late['p99_ms'])},"
             f" max {bound(late['max_ms'])}"
         )
-    commands_after = await b.command_counts()
-    jobs = commands_after.get("rpush", 0) - commands_before.get("rpush", 0)
-    if jobs and late["timers"]:
-        # RQ puts each job's id on its queue with one RPUSH: timers per job shows the batching.
-        detail["rq_jobs"] = jobs
-        detail["timers_per_rq_job"] = round(late["timers"] / jobs, 2)
     p99_ms, max_ms = verify.lateness_bounds(late)
     b.add(
         "timer_lateness_p99_ms",
@@ -131,7 +174,7 @@ async def end_to_end(b: Bench) -> None:
     )
     b.add("timer_lateness_max_ms", max_ms, comparable=comparable)
     if b.owns_database and b.system is not None and b.system.redis is not None:
-        await _rq_stages(b, started_ms, detail)
+        await _rq_stages(b, run.started_ms, detail)
     if b.owns_database and key_id is not None:
         assert b.system is not None and b.system.pool is not None
         gaps = await readback.transition_gaps(b.system.pool, key_id)
@@ -149,7 +192,7 @@ async def end_to_end(b: Bench) -> None:
             f" {gap['p99']:.0f} ms (p99) / {gap['max']:.0f} ms (max) past their longest"
             f" possible delay; {gap['over']:,} came past it at all"
         )
-    await _check_recordings_served(b, secret, sorted(ids)[:5], detail)
+    await _check_recordings_served(b, run.secret, run.ids[:5], detail)
 
 
 async def _rq_stages(b: Bench, started_ms: float, detail: dict[str, Any]) -> None:

@@ -58,8 +58,29 @@ def test_every_scenario_is_named_and_the_quick_load_is_lighter() -> None:
         "get_call",
         "post_events",
         "e2e",
+        "knee",
         "limits",
         "sse",
     ]
     assert all(t.kind in ("min", "max") for t in TARGETS.values())
     assert QUICK.duration_s < FULL.duration_s and QUICK.sse_streams < FULL.sse_streams
+    assert FULL.knee_rates[0] == FULL.e2e_rate and list(FULL.knee_rates) == sorted(FULL.knee_rates)
+
+
+def test_a_knee_rate_is_held_only_with_nothing_lost_the_rate_kept_and_timers_on_time() -> None:
+    from types import SimpleNamespace
+
+    from bench.scenarios.knee import cpu_ms_per_call, held
+
+    def run(errors=0, per_s=500.0, p99=25.0, cpu=None):
+        buckets = {"timers": 10, "p99_ms": p99, "max_ms": p99, "max_over_last_bucket": False}
+        return SimpleNamespace(rate=500.0, per_s=per_s, errors=errors, late=buckets, cpu=cpu or {})
+
+    assert held(run())[0]
+    assert not held(run(errors=1))[0]
+    assert not held(run(per_s=480))[0]
+    assert not held(run(p99=100))[0]
+    assert cpu_ms_per_call(run(cpu={"api": 50.0, "postgres": 100.0, "tiny": 0.1})) == {
+        "api": 1.0,
+        "postgres": 2.0,
+    }
