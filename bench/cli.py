@@ -25,13 +25,14 @@ With --base-url it drives the same client scenarios against any implementation o
 when a PostgreSQL server answers at DATABASE_URL.
 
 Scenarios (in order): post_calls, post_latency, open_loop, get_call, post_events, e2e, knee
-(end to end at rising rates until one is not held), limits, sse. Before each, it waits for the calls of the last one to finish. Throughput comes from wrk
-(2 threads), open-loop latency from a client that sends at a fixed rate and times each request
-from its intended send time. What the runs made is checked as they go (every call completed
-exactly once with its recording and an unbroken history, nothing lost, limits held), and a
-fault counts against the figure. Each figure is also given as a share of the bare ceiling
-(bench/bare.py: the same round trips to PostgreSQL and Redis, no logic), measured right
-before it on the same configuration's stores.
+(end to end at rising rates until one is not held), limits, sse, purge (the request figures
+while a million calls past their retention are deleted). Before each, it waits for the calls
+of the last one to finish. Throughput comes from wrk (2 threads), open-loop latency from a
+client that sends at a fixed rate and times each request from its intended send time. What the
+runs made is checked as they go (every call completed exactly once with its recording and an
+unbroken history, nothing lost, limits held), and a fault counts against the figure. Each
+figure is also given as a share of the bare ceiling (bench/bare.py: the same round trips to
+PostgreSQL and Redis, no logic), measured right before it on the same configuration's stores.
 
 Logs and wrk scripts go to .run/bench/<time>/<configuration>/; the JSON (every figure, the
 machine, each configuration's settings, CPU per process, Redis commands per second) to --json

@@ -44,6 +44,10 @@ TARGETS: dict[str, Target] = {
     "sse_delivery_p99_ms": Target("SSE update delivered, p99", "ms", 100, "max"),
     "sse_api_rss_mib": Target("API RSS with the streams open (peak)", "MiB", 1024, "max"),
     "sse_checked": _check("SSE: every update once, in order; streams freed"),
+    "purge_post_p99_ms": Target("POST /calls p99 (open loop) during a purge", "ms", 25, "max"),
+    "purge_get_per_s": Target("GET /calls/{id} throughput during a purge", "/s", 6000, "min"),
+    # Faster than calls are made at the end-to-end target, or the table would still grow.
+    "purge_calls_per_s": Target("calls past retention deleted per second", "/s", 500, "min"),
 }
 
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import sys
+import time
 
 from redis import Redis as SyncRedis
 from redis.exceptions import RedisError
@@ -39,7 +40,7 @@ class Scheduler:
     async def run(self) -> None:
         tasks = [
             asyncio.create_task(job(), name=job.__name__)
-            for job in (self._lead, self._pump, self._tend)
+            for job in (self._lead, self._pump, self._tend, self._purge)
         ]
         await self._stopping.wait()
         for task in tasks:
@@ -98,6 +99,22 @@ class Scheduler:
             except Exception:
                 log.exception("upkeep pass failed")
             await asyncio.sleep(interval_s)
+
+    async def _purge(self) -> None:
+        """Delete the calls past RETENTION_DAYS, a batch at a time, resting twice as long as
+        each batch took (so at most a third of one connection's time: the requests' writes come
+        first), and a reconcile interval once none is left."""
+        idle_s = self._settings.reconcile_interval_ms / 1000
+        while True:
+            await self._leading.wait()
+            started = time.monotonic()
+            try:
+                purged = await self._upkeep.purge_batch()
+            except Exception:
+                log.exception("purge failed")
+                purged = 0
+            took_s = time.monotonic() - started
+            await asyncio.sleep(max(2 * took_s, 0.01) if purged else idle_s)
 
 
 async def _main() -> None:

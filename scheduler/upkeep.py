@@ -49,7 +49,6 @@ class UpkeepReport:
     leases_reclaimed: int = 0
     slot_sets_restored: int = 0
     idle_calls_ended: int = 0
-    calls_purged: int = 0
 
 
 class Upkeep:
@@ -70,13 +69,16 @@ class Upkeep:
         report.uploads_resumed = await self.resume_uploads()
         report.leases_reclaimed, report.slot_sets_restored = await self.mend_leases()
         report.idle_calls_ended = await self.end_idle_ingested()
-        report.calls_purged = await self._retention.purge()
         report.updates_republished = await self.drain_outbox()
         # Routine, not a repair: not in the report.
         await fold_counter_deltas(self._stores.pool)
         if any(astuple(report)):
             log.info("upkeep: %s", report)
         return report
+
+    async def purge_batch(self) -> int:
+        """Delete a batch of the ended calls past RETENTION_DAYS (calls/retention.py)."""
+        return await self._retention.purge_batch()
 
     async def aclose(self) -> None:
         """Release what upkeep holds open (the recordings' storage client)."""

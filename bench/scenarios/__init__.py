@@ -14,6 +14,7 @@ from bench.scenarios.open_loop import open_loop_latency
 from bench.scenarios.post_calls import post_calls
 from bench.scenarios.post_events import post_events
 from bench.scenarios.post_latency import post_latency
+from bench.scenarios.purge import purge
 from bench.scenarios.sse import sse
 from bench.session import Bench
 
@@ -27,4 +28,6 @@ SCENARIOS: dict[str, Callable[[Bench], Awaitable[None]]] = {
     "knee": knee,
     "limits": limits,
     "sse": sse,
+    # Last: the purge it starts goes on after it.
+    "purge": purge,
 }

@@ -61,6 +61,7 @@ def test_every_scenario_is_named_and_the_quick_load_is_lighter() -> None:
         "knee",
         "limits",
         "sse",
+        "purge",
     ]
     assert all(t.kind in ("min", "max") for t in TARGETS.values())
     assert QUICK.duration_s < FULL.duration_s and QUICK.sse_streams < FULL.sse_streams
