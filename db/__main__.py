@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from core.errors import BadRequest, DomainError
 from core.keys import KEYS_CHANNEL
 from core.settings import get_settings
+from db.counters import fetch_stored_calls
 from db.keys import (
     UNCHANGED,
     KeyChange,
@@ -39,7 +40,10 @@ Command = Callable[[asyncpg.Connection, argparse.Namespace], Awaitable[None]]
 
 async def _migrate(conn: asyncpg.Connection, args: argparse.Namespace) -> None:
     applied = await migrate(conn)
-    print("migrations applied: " + ", ".join(applied) if applied else "schema is up to date")
+    done = "migrations applied: " + ", ".join(applied) if applied else "schema is up to date"
+    stored = await fetch_stored_calls(conn)
+    # A database with calls in it is one someone used before: say so, and how much.
+    print(done + (f"; the database holds {stored:,} calls" if stored else ""))
 
 
 async def _seed_keys(conn: asyncpg.Connection, args: argparse.Namespace) -> None:

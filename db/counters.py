@@ -46,6 +46,16 @@ STORED_CALLS = f"""
 """
 
 
+async def fetch_stored_calls(conn: Executor) -> int:
+    """How many calls the platform stores (created, less deleted), for every key."""
+    return await conn.fetchval(
+        f"""
+        SELECT coalesce(sum(calls_created - calls_removed), 0)::bigint
+          FROM ({_BY_KEY.format(where="")}) AS counters
+        """
+    )
+
+
 async def fold_counter_deltas(conn: Executor) -> int:
     """Fold the deltas written so far into the totals (upkeep, each pass); returns how many."""
     return await conn.fetchval(

@@ -9,12 +9,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 mc_log() { printf 'mock-comms: %s\n' "$*" >&2; }
 mc_python_ok() { "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; }
 
-# .env first, so that POSTGRES_* / REDIS_* / DATABASE_URL / REDIS_URL in it are honoured.
+# .env first, so that POSTGRES_* / REDIS_* / DATABASE_URL / REDIS_URL in it are honoured; the
+# environment wins over it (scripts/dotenv.sh).
+# shellcheck source=scripts/dotenv.sh
+. scripts/dotenv.sh
 if [ -f .env ]; then
-  set -a
-  # shellcheck disable=SC1091
-  . ./.env
-  set +a
+  mc_load_dotenv .env
 fi
 
 if [ ! -x .venv/bin/python ]; then
