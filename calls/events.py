@@ -10,10 +10,10 @@ from typing import Any
 
 from calls.batches import Batcher
 from calls.stores import Stores
-from calls.transitions import Reported, Row, Transitions
+from calls.transitions import Reported, Row, Transitions, event_data
 from core import logs
 from core.call_ids import CallRef, named_call_uuid
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, NotFound, Unprocessable
 from core.lifecycle import Event
 from core.limiter import CallKind, EventRate, Limiter
 from db import calls as db_calls
@@ -46,6 +46,41 @@ class PostedEvent:
     agent_id: str | None = None
     end_reason: str | None = None
     reported: Reported = field(default_factory=Reported)
+
+
+def same_event(
+    earlier: Mapping[str, Any], call: Mapping[str, Any] | None, posted: PostedEvent
+) -> Mapping[str, Any]:
+    """`earlier`, the event stored under the posted event's id, if the posted one is the same
+    event sent again; Unprocessable naming the first field that differs otherwise (an id reused
+    for another event is the sender's mistake, not a repeat). `call` is the call a repeated
+    call_initiated made; an `occurred_at` the repeat leaves out is not compared."""
+    given: list[tuple[str, Any, Any]] = [("event", earlier["event"], posted.event)]
+    if posted.occurred_at is not None:
+        given.append(("occurred_at", earlier["occurred_at"], posted.occurred_at))
+    if posted.event is Event.CALL_INITIATED:
+        assert call is not None, "a call_initiated made the call"
+        given += [
+            ("type", call["call_type"], posted.call_type),
+            ("queue_id", call["queue_id"], posted.queue_id),
+            ("from", call["from_number"], posted.from_number),
+            ("to", call["to_number"], posted.to_number),
+            ("metadata", call["metadata"], posted.metadata),
+        ]
+    else:
+        stored = dict(earlier["data"])
+        reported = event_data(posted.reported, posted.agent_id, posted.end_reason)
+        given += [(name, stored.get(name), reported.get(name)) for name in {*stored, *reported}]
+    for name, before, now in sorted(given, key=lambda field: _FIELD_ORDER.get(field[0], 99)):
+        if before != now:
+            raise Unprocessable(
+                f"event_id {posted.event_id!r} was already used for a different event:"
+                f" its {name} differs"
+            )
+    return earlier
+
+
+_FIELD_ORDER = {name: i for i, name in enumerate(("event", "occurred_at", "type", "queue_id"))}
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +135,8 @@ class EventService:
                 earlier = await db_calls.fetch_event_by_event_id(
                     pool, call["call_id"], posted.event_id
                 )
-                assert earlier is not None, "events are never deleted"
-                return Ingested(earlier, created=False)
+                assert earlier is not None, "an event goes only with its call"
+                return Ingested(same_event(earlier, None, posted), created=False)
             decided = self._transitions.decide_event(
                 call,
                 posted.event,
@@ -158,14 +193,14 @@ class EventService:
             row = await inserted
         if row is None:
             # The key has a call by that name already: a repeat of this event, or a conflict.
-            taken = CallRef(key.id, ref or call_id)
+            named = CallRef(key.id, ref or call_id)
             if posted.event_id is not None:
-                earlier = await db_calls.fetch_named_event(
-                    self._stores.pool, taken, posted.event_id
-                )
+                pool = self._stores.pool
+                earlier = await db_calls.fetch_named_event(pool, named, posted.event_id)
                 if earlier is not None:
-                    return Ingested(earlier, created=False)
-            raise Conflict(f"Call {taken.ref} already exists")
+                    call = await db_calls.fetch_call(pool, named)
+                    return Ingested(same_event(earlier, call, posted), created=False)
+            raise Conflict(f"Call {named.ref} already exists")
         return Ingested(row, created=True)
 
     async def history(

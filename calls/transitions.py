@@ -54,6 +54,24 @@ class Reported:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def event_data(
+    reported: Reported, agent_id: str | None = None, end_reason: str | None = None
+) -> dict[str, Any]:
+    """What an event's history row keeps of what its sender said (`data`): the fields given."""
+    return {
+        name: value
+        for name, value in (
+            ("agent_id", agent_id),
+            ("routing_time", reported.routing_time),
+            ("wait_time", reported.wait_time),
+            ("hold_duration", reported.hold_duration),
+            ("end_reason", end_reason),
+            ("duration", reported.duration),
+        )
+        if value is not None
+    } | reported.extra
+
+
 class Transitions:
     def __init__(self, stores: Stores, rng: random.Random | None = None) -> None:
         self._stores = stores
@@ -180,18 +198,7 @@ class Transitions:
         durations = self.durations(call, event, occurred_at, reported)
         raised = raised_flags(event, durations, self._thresholds)
         flags = sorted(set(call["flags"]) | raised)
-        data = {
-            name: value
-            for name, value in (
-                ("agent_id", agent_id),
-                ("routing_time", reported.routing_time),
-                ("wait_time", reported.wait_time),
-                ("hold_duration", reported.hold_duration),
-                ("end_reason", end_reason),
-                ("duration", reported.duration),
-            )
-            if value is not None
-        } | reported.extra
+        data = event_data(reported, agent_id, end_reason)
         return Transition(
             call_id=call["call_id"],
             from_seq=call["seq"],

@@ -12,15 +12,15 @@ from db.pool import Executor
 async def fetch_expired_calls(
     conn: Executor, older_than_s: float, limit: int
 ) -> list[asyncpg.Record]:
-    """The calls that ended more than `older_than_s` ago, oldest first, with the storage key of
-    their recording (None when there is none)."""
+    """The calls that ended more than `older_than_s` ago (when the platform stored their end),
+    oldest first, with the storage key of their recording (None when there is none)."""
     return await conn.fetch(
         """
         SELECT c.id::text AS call_id, r.storage_key
           FROM calls c LEFT JOIN recordings r ON r.call_id = c.id
          WHERE c.status = 'COMPLETED'
-           AND c.ended_at < clock_timestamp() - make_interval(secs => $1::float8)
-         ORDER BY c.ended_at
+           AND c.status_changed_at < clock_timestamp() - make_interval(secs => $1::float8)
+         ORDER BY c.status_changed_at
          LIMIT $2
         """,
         older_than_s,

@@ -80,7 +80,7 @@ async def _figures(b: Bench, secret: str, script: str, when: str) -> dict[str, f
 
 
 async def _expired_calls(b: Bench, key_id: str | None, count: int) -> None:
-    """`count` calls of the key that ended 60 days ago (past the default 30), each with a
+    """`count` calls of the key stored as ended 60 days ago (past the default 30), each with a
     four-event history and an uploaded recording's row: what a month of traffic leaves."""
     assert b.system is not None and b.system.pool is not None
     pool = b.system.pool

@@ -1,4 +1,5 @@
--- Ended calls older than RETENTION_DAYS are deleted by upkeep, oldest first, in small batches:
--- this index holds only ended calls, in the order they ended.
+-- Ended calls older than RETENTION_DAYS are deleted by upkeep, oldest first, in small batches.
+-- Their age is the platform's (when it stored the end: status_changed_at), not the sender's
+-- occurred_at, which may be any time: this index holds only ended calls, in that order.
 
-CREATE INDEX calls_ended_idx ON calls (ended_at) WHERE status = 'COMPLETED';
+CREATE INDEX calls_ended_idx ON calls (status_changed_at) WHERE status = 'COMPLETED';

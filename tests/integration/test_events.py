@@ -827,8 +827,7 @@ async def test_a_repeated_event_id_answers_200_with_the_original_and_writes_noth
     assert status == 201
 
     async with key_stream(api) as stream:
-        # Another agent in the repeat: still the original comes back.
-        status, again = await send(api, "call_routed", call_id, event_id="r-1", agent_id="agent-2")
+        status, again = await send(api, "call_routed", call_id, event_id="r-1", agent_id="agent-1")
         published, _ = await stream.before_marker()
 
     assert status == 200
@@ -836,8 +835,52 @@ async def test_a_repeated_event_id_answers_200_with_the_original_and_writes_noth
     assert published == []
     _, events = await stored(pg, call_id)
     assert [e["event_id"] for e in events] == [None, "r-1"]
-    _, call, _ = await api.get_call(call_id)
-    assert call["agent_id"] == "agent-1"
+
+
+@pytest.mark.parametrize(
+    ("repeat", "field"),
+    [
+        ({"event": "call_routed", "agent_id": "agent-2"}, "agent_id"),
+        ({"event": "call_routed", "agent_id": "agent-1", "routing_time": 3}, "routing_time"),
+        (
+            {"event": "call_routed", "agent_id": "agent-1", "occurred_at": "2026-01-01T00:00:00Z"},
+            "occurred_at",
+        ),
+        ({"event": "call_answered"}, "event"),
+    ],
+    ids=["another-agent", "a-field-added", "another-time", "another-event"],
+)
+async def test_an_event_id_reused_for_another_event_is_422_naming_the_field(
+    api: Api, pg, repeat: dict, field: str
+) -> None:
+    """Like an Idempotency-Key reused with another body: the sender's mistake, said, and
+    nothing changes."""
+    call_id = await initiate(api)
+    status, _ = await send(api, "call_routed", call_id, event_id="r-1", agent_id="agent-1")
+    assert status == 201
+    before = await stored(pg, call_id)
+
+    body = {"call_id": call_id, "event_id": "r-1"} | repeat
+    status, answer, _ = await api.request("POST", "/events", json=body)
+
+    assert status == 422, answer
+    assert answer == {
+        "error": "Unprocessable Entity",
+        "message": f"event_id 'r-1' was already used for a different event: its {field} differs",
+    }
+    assert await stored(pg, call_id) == before
+
+
+async def test_a_call_initiated_id_reused_with_another_queue_is_422(api: Api) -> None:
+    status, _ = await send(api, "call_initiated", event_id="start-9", type="voice", queue_id="q")
+    assert status == 201
+    status, answer = await send(
+        api, "call_initiated", event_id="start-9", type="voice", queue_id="other"
+    )
+    assert (status, answer["message"]) == (
+        422,
+        "event_id 'start-9' was already used for a different event: its queue_id differs",
+    )
 
 
 async def test_an_event_id_repeated_after_the_call_moved_on_is_still_the_original(
@@ -859,7 +902,7 @@ async def test_a_repeated_call_initiated_answers_200_with_the_original(api: Api,
     )
     assert status == 201
     again_status, again = await send(
-        api, "call_initiated", event_id="start-1", type="video", queue_id="q2"
+        api, "call_initiated", event_id="start-1", type="voice", queue_id="q"
     )
     explicit_status, explicit = await send(
         api, "call_initiated", first["call_id"], event_id="start-1", type="voice", queue_id="q"

@@ -31,10 +31,10 @@ async def keeping_little(tmp_path_factory: pytest.TempPathFactory) -> AsyncItera
 
 
 async def age(pg: asyncpg.Connection, call_ids: list[str], seconds: float) -> None:
-    """Make the calls look as if they ended `seconds` ago."""
+    """Make the calls look as if the platform stored their end `seconds` ago."""
     await pg.execute(
         """
-        UPDATE calls SET ended_at = ended_at - make_interval(secs => $2::float8)
+        UPDATE calls SET status_changed_at = status_changed_at - make_interval(secs => $2::float8)
          WHERE id = ANY($1::uuid[])
         """,
         call_ids,
@@ -120,3 +120,26 @@ def test_a_recording_outside_the_root_is_never_deleted(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "root")
     asyncio.run(storage.delete(["../precious.wav", "recordings/none.wav"]))
     assert outside.exists()
+
+
+async def test_a_call_ended_long_ago_by_its_sender_s_clock_is_kept_until_retention_passes(
+    keeping_little: Platform, http
+) -> None:
+    """A call's age is when the platform stored its end, not the `occurred_at` its sender
+    gave (an import of last year's calls is not deleted at once)."""
+    api = Api(http, keeping_little, await keeping_little.new_key())
+    events = [
+        {"event": "call_initiated", "type": "voice", "queue_id": "q"},
+        {"event": "call_ended", "end_reason": "abandoned"},
+    ]
+    _, made, _ = await api.request(
+        "POST", "/events", json=events[0] | {"occurred_at": "2025-01-01T10:00:00Z"}
+    )
+    status, _, _ = await api.request(
+        "POST",
+        "/events",
+        json=events[1] | {"call_id": made["call_id"], "occurred_at": "2025-01-01T10:05:00Z"},
+    )
+    assert status == 201
+    await asyncio.sleep(1)  # several upkeep passes
+    assert (await api.get_call(made["call_id"]))[0] == 200
