@@ -52,12 +52,18 @@ def error_response(
     return web.Response(body=body, status=status, content_type="application/json", headers=headers)
 
 
-def rate_limit_headers(limit: int, remaining: int, reset_s: int) -> dict[str, str]:
-    return {
+def rate_limit_headers(
+    limit: int, remaining: int, reset_s: int, policy: str | None = None
+) -> dict[str, str]:
+    """RateLimit-Limit/-Remaining/-Reset of one limit, and the policy of all that apply."""
+    headers = {
         "RateLimit-Limit": str(limit),
         "RateLimit-Remaining": str(remaining),
         "RateLimit-Reset": str(reset_s),
     }
+    if policy is not None:
+        headers["RateLimit-Policy"] = policy
+    return headers
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -100,7 +106,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except RateLimited as exc:
-        headers = rate_limit_headers(exc.limit, exc.remaining, exc.reset_s) | {
+        headers = rate_limit_headers(exc.limit, exc.remaining, exc.reset_s, exc.policy) | {
             "Retry-After": str(exc.reset_s)
         }
         return error_response(429, exc.message, error="Rate limit exceeded", headers=headers)

@@ -34,10 +34,17 @@ _ERROR_EXAMPLES = {
     503: "PostgreSQL is unavailable; try again shortly",
 }
 _RATE_HEADERS = {
-    "Retry-After": "Seconds to wait before trying again.",
-    "RateLimit-Limit": "The limit that applies.",
+    "Retry-After": (
+        "Seconds to wait before trying again: at the concurrency limit, until the key's "
+        "earliest call is due to end; at a per-second limit, until a slot leaves the window."
+    ),
+    "RateLimit-Limit": "The limit that refused (or, on a 201, the per-second one).",
     "RateLimit-Remaining": "What is left of it now.",
     "RateLimit-Reset": "Seconds until it resets.",
+    "RateLimit-Policy": (
+        'Both limits on new calls (IETF httpapi draft): "concurrency";q=N;'
+        'qu="concurrent-requests", "cps";q=N;w=1. Sent with POST /calls answers.'
+    ),
 }
 
 
@@ -139,7 +146,10 @@ def _operation(route: Route) -> dict[str, Any]:
         }
         if status == 429:
             response["headers"] = {
-                name: {"description": text, "schema": {"type": "integer"}}
+                name: {
+                    "description": text,
+                    "schema": {"type": "string" if name == "RateLimit-Policy" else "integer"},
+                }
                 for name, text in _RATE_HEADERS.items()
             }
         if status == 405:
@@ -175,6 +185,10 @@ def _response(status: int, answer: type[BaseModel] | str, route: Route) -> dict[
                 "RateLimit-Reset": {
                     "description": _RATE_HEADERS["RateLimit-Reset"],
                     "schema": {"type": "integer"},
+                },
+                "RateLimit-Policy": {
+                    "description": _RATE_HEADERS["RateLimit-Policy"],
+                    "schema": {"type": "string"},
                 },
                 "Idempotent-Replayed": {
                     "description": "true when this answers a repeated Idempotency-Key.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,12 +13,14 @@ import orjson
 from redis.exceptions import RedisError
 
 from calls.batches import Batcher
+from calls.limits import first_end_ms
 from calls.live import LiveState
 from calls.stores import Stores
 from core import logs
 from core.call_ids import CallRef
+from core.clock import now_ms
 from core.errors import NotFound, Unprocessable
-from core.limiter import Grant, Limiter
+from core.limiter import Grant, Limiter, TooManyActive
 from db import calls as db_calls
 from db.keys import ApiKey
 
@@ -68,12 +71,19 @@ class CallService:
                 return earlier
 
         call_id = str(uuid.uuid4())
-        grant = await self._limiter.acquire(
-            key.id,
-            call_id,
-            key.max_concurrent_calls or settings.max_concurrent_calls_per_key,
-            key.max_cps or settings.max_cps_per_key,
-        )
+        try:
+            grant = await self._limiter.acquire(
+                key.id,
+                call_id,
+                key.max_concurrent_calls or settings.max_concurrent_calls_per_key,
+                key.max_cps or settings.max_cps_per_key,
+            )
+        except TooManyActive as refused:
+            # Retry-After: when the key's earliest call is due to end, not a guess.
+            ends_ms = await first_end_ms(self._stores, key.id)
+            if ends_ms is not None:
+                refused.reset_s = max(1, math.ceil((ends_ms - now_ms()) / 1000))
+            raise
         inserted = self._inserts.submit(
             db_calls.NewCall(
                 call_id=call_id,

@@ -40,8 +40,12 @@ class InvalidTransition(Unprocessable):
 
 
 class RateLimited(DomainError):
-    """A limit refused a request; carries what the Retry-After and RateLimit-* headers say."""
+    """A limit refused a request; carries what the Retry-After and RateLimit-* headers say
+    (`policy`: the RateLimit-Policy header of the limits that apply, when there are several)."""
 
-    def __init__(self, message: str, *, limit: int, remaining: int, reset_s: int) -> None:
+    def __init__(
+        self, message: str, *, limit: int, remaining: int, reset_s: int, policy: str | None = None
+    ) -> None:
         super().__init__(message)
         self.limit, self.remaining, self.reset_s = limit, remaining, reset_s
+        self.policy = policy

@@ -96,6 +96,19 @@ def longest_delay_ms(current: Status, settings: Settings) -> int:
     return settings.scaled_ms(getattr(settings, f"{stage}_delay_max_ms")) if stage else 0
 
 
+def shortest_rest_ms(current: Status, settings: Settings) -> int:
+    """The least time, after the timer of `current` fires, before a simulated call completes:
+    answered or not, it then talks or waits before its last timer."""
+    last = settings.scaled_ms(min(settings.talk_delay_min_ms, settings.unanswered_delay_min_ms))
+    match current:
+        case Status.QUEUED:
+            return settings.scaled_ms(settings.answer_delay_min_ms) + last
+        case Status.RINGING:
+            return last
+        case _:
+            return 0
+
+
 def timed_target(
     current: Status, settings: Settings, rng: random.Random | None = None
 ) -> Status | None:

@@ -53,11 +53,23 @@ ActiveCalls = Callable[[str, CallKind], Awaitable[dict[str, int]]]
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """A taken slot; limit/remaining/reset_s describe the per-second window for RateLimit-*."""
+    """A taken slot; limit/remaining/reset_s describe the per-second window for RateLimit-*,
+    `policy` both limits (RateLimit-Policy)."""
 
     limit: int
     remaining: int
     reset_s: int
+    policy: str | None = None
+
+
+def call_policy(max_active: int, max_cps: int) -> str:
+    """The RateLimit-Policy header (IETF httpapi draft) of a key's two limits on new calls."""
+    return f'"concurrency";q={max_active};qu="concurrent-requests", "cps";q={max_cps};w=1'
+
+
+class TooManyActive(RateLimited):
+    """The concurrency limit refused: `reset_s` is 1 until someone knows better (when the key's
+    earliest call is due to end: calls/limits.py)."""
 
 
 class Limiter:
@@ -83,16 +95,28 @@ class Limiter:
             CallKind.SIMULATED, key_id, call_id, max_active, max_cps
         )
         reset_s = max(1, math.ceil(int(reset_ms) / 1000))
+        policy = call_policy(max_active, max_cps)
+        # The original service's messages, word for word.
+        if code == _TOO_MANY_ACTIVE:
+            raise TooManyActive(
+                f"Maximum concurrent calls reached ({max_active})",
+                limit=max_active,
+                remaining=0,
+                reset_s=1,
+                policy=policy,
+            )
+        if code == _TOO_FAST:
+            # Until the oldest call of the last second leaves the window.
+            raise RateLimited(
+                f"Calls per second limit exceeded ({max_cps})",
+                limit=max_cps,
+                remaining=0,
+                reset_s=reset_s,
+                policy=policy,
+            )
         # HELD: this very request's command, sent again after a dropped connection (simulated
         # call ids are new for each request): its slot, as if granted now.
-        if code not in (_GRANTED, _HELD):
-            # The original service's messages, word for word.
-            message = {
-                _TOO_MANY_ACTIVE: f"Maximum concurrent calls reached ({max_active})",
-                _TOO_FAST: f"Calls per second limit exceeded ({max_cps})",
-            }[code]
-            raise RateLimited(message, limit=int(limit), remaining=0, reset_s=reset_s)
-        return Grant(limit=int(limit), remaining=int(remaining), reset_s=reset_s)
+        return Grant(limit=int(limit), remaining=int(remaining), reset_s=reset_s, policy=policy)
 
     async def acquire_ingested(self, key_id: str, call_id: str, max_active: int) -> bool:
         """Take a slot for the ingested call `call_id`, or raise RateLimited having taken

@@ -43,7 +43,7 @@ async def create_call(request: web.Request) -> web.Response:
     headers = {}
     if created.grant is not None:
         grant = created.grant
-        headers = rate_limit_headers(grant.limit, grant.remaining, grant.reset_s)
+        headers = rate_limit_headers(grant.limit, grant.remaining, grant.reset_s, grant.policy)
     if created.replayed:
         headers["Idempotent-Replayed"] = "true"
     return json_response(created_body(created.call, base_url(request)), status=201, headers=headers)

@@ -172,3 +172,45 @@ async def test_leases_lost_with_redis_are_restored_from_postgresql(
 
 async def _zcard_is(redis: Redis, key, count: int) -> bool:
     return await redis.zcount(key, "-inf", "(+inf") == count
+
+
+POLICY = '"concurrency";q={};qu="concurrent-requests", "cps";q={};w=1'
+
+
+async def test_retry_after_at_the_concurrency_limit_is_when_the_calls_first_slot_frees(
+    slow_platform: Platform, http
+) -> None:
+    """Retry-After is the time until the key's earliest call is due to end (its pending timer,
+    plus the shortest delays after it), not a second; and a create that waits that long is
+    taken."""
+    api = Api(http, slow_platform, await slow_platform.new_key(max_concurrent=1, max_cps=10))
+    status, first, headers = await api.create_call()
+    assert status == 201
+    assert headers["RateLimit-Policy"] == POLICY.format(1, 10)
+
+    status, body, headers = await api.create_call()
+    assert (status, body["message"]) == (429, "Maximum concurrent calls reached (1)")
+    assert headers["RateLimit-Policy"] == POLICY.format(1, 10)
+    assert (headers["RateLimit-Limit"], headers["RateLimit-Remaining"]) == ("1", "0")
+    # At half speed the first call needs at least 0.5 + 1.5 + 0.5 s to end.
+    assert 2 <= int(headers["Retry-After"]) <= 6, headers
+    assert headers["RateLimit-Reset"] == headers["Retry-After"]
+
+    # Once it is answered or not, the time left is its last timer's: exact to the second.
+    call = await api.wait_for(first["call_id"], lambda c: c["status"] in ("ANSWERED", "UNANSWERED"))
+    status, _, headers = await api.create_call()
+    if status == 429:  # it may have ended meanwhile
+        wait_s = int(headers["Retry-After"])
+        assert 1 <= wait_s <= 2, headers
+        await asyncio.sleep(wait_s + 0.2)
+        assert (await api.create_call())[0] == 201, call
+
+
+async def test_retry_after_at_the_rate_limit_is_within_the_second(make_api) -> None:
+    api = await make_api(max_concurrent=10, max_cps=1)
+    assert (await api.create_call())[0] == 201
+    status, body, headers = await api.create_call()
+    assert (status, body["message"]) == (429, "Calls per second limit exceeded (1)")
+    assert headers["Retry-After"] == "1"
+    assert (headers["RateLimit-Limit"], headers["RateLimit-Remaining"]) == ("1", "0")
+    assert headers["RateLimit-Policy"] == POLICY.format(10, 1)
