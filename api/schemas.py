@@ -24,7 +24,7 @@ from calls.events import PostedEvent
 from calls.transitions import Reported
 from core.call_ids import REF_RULE, parse_call_id
 from core.errors import BadRequest, DomainError
-from core.lifecycle import Event, Status
+from core.lifecycle import EndReason, Event, Status
 from core.rules import Flag
 
 CallType = Literal["voice", "video"]
@@ -75,7 +75,7 @@ MAX_PAGE_SIZE = 100
 
 
 class ListCalls(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     page: int = Field(default=1, ge=1, le=1_000_000)
     # Larger asks are served at the cap, and the answer's `limit` says so.
@@ -84,6 +84,15 @@ class ListCalls(BaseModel):
     flag: Flag | None = None
     queue_id: Annotated[str, Field(min_length=1, max_length=100)] | None = None
     type: CallType | None = None
+    from_: PhoneNumber | None = Field(default=None, alias="from")
+    to: PhoneNumber | None = None
+    source: Literal["simulated", "ingested"] | None = None
+    end_reason: EndReason | None = None
+    created_after: IsoDateTime | None = None
+    created_before: IsoDateTime | None = None
+    sort: Literal["created_at", "-created_at"] = Field(
+        default="-created_at", description="created_at: oldest first; -created_at: newest first."
+    )
 
     @field_validator("limit")
     @classmethod
@@ -257,8 +266,17 @@ def parse_body(model: type[BaseModel], data: Any) -> Any:
 
 
 def parse_query(model: type[BaseModel], query: Mapping[str, str]) -> Any:
-    """Validate query parameters (the last of repeated ones wins) as `model`."""
+    """Validate query parameters (the last of repeated ones wins) as `model`; one it does not
+    take is a 400 naming it (a misspelt filter must not list everything)."""
     values = dict(query.items())
+    known = {field.alias or name for name, field in model.model_fields.items()}
+    unknown = sorted(name for name in values if name not in known)
+    if unknown:
+        raise BadRequest(
+            f"Unknown query parameter{'s' if len(unknown) > 1 else ''}: "
+            f"{', '.join(name[:64] for name in unknown)} (this route takes "
+            f"{', '.join(sorted(known))})"
+        )
     for name, value in values.items():
         if "\x00" in value:
             raise BadRequest(f"{name} must not contain NUL characters")

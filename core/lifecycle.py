@@ -31,6 +31,17 @@ class Event(StrEnum):
 
 TERMINAL = Status.COMPLETED
 
+
+class EndReason(StrEnum):
+    """Why a call ended (`end_reason`): as its sender said (completed, abandoned, failed,
+    canceled), or the platform's `timeout` for an ingested call left idle."""
+
+    COMPLETED = "completed"
+    ABANDONED = "abandoned"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    TIMEOUT = "timeout"
+
 # (from, event) -> to. call_ended is allowed from every state but COMPLETED.
 _MOVES: dict[tuple[Status, Event], Status] = {
     (Status.QUEUED, Event.CALL_ROUTED): Status.RINGING,

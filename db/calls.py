@@ -512,23 +512,43 @@ class CallFilter:
     flag: str | None = None
     queue_id: str | None = None
     call_type: str | None = None
+    from_number: str | None = None
+    to_number: str | None = None
+    kind: str | None = None
+    end_reason: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
 
 
 async def fetch_calls_page(
-    conn: Executor, key_id: str, where: CallFilter, *, limit: int, offset: int
+    conn: Executor,
+    key_id: str,
+    where: CallFilter,
+    *,
+    limit: int,
+    offset: int,
+    newest_first: bool = True,
 ) -> tuple[list[asyncpg.Record], int]:
     """One page of the key's calls, newest first, and how many match, in one round trip.
 
     Only the filters given become conditions, so each combination is its own statement with
-    its own plan; each filter has an index that keeps the key's calls newest first (see
-    0002_contact_centre.sql), and the count reads the same index. Unfiltered, the count is the
-    key's counter (0006_counters.sql): a few rows however many calls the key has.
+    its own plan; the status, queue, type and flag filters each have an index that keeps the
+    key's calls in creation order (see 0002_contact_centre.sql), and the count reads the same
+    index; the others (numbers, source, end reason, creation times) read the key's calls in
+    that order and keep the matching ones. Unfiltered, the count is the key's counter
+    (0006_counters.sql): a few rows however many calls the key has.
     """
     conditions, args = ["api_key_id = $1"], [key_id]
     for value, condition in (
         (where.status, "status = {}"),
         (where.queue_id, "queue_id IS NOT NULL AND queue_id = {}"),
         (where.call_type, "call_type = {}"),
+        (where.from_number, "from_number = {}"),
+        (where.to_number, "to_number = {}"),
+        (where.kind, "kind = {}"),
+        (where.end_reason, "end_reason = {}"),
+        (where.created_after, "created_at > {}"),
+        (where.created_before, "created_at < {}"),
     ):
         if value is not None:
             args.append(value)
@@ -538,6 +558,7 @@ async def fetch_calls_page(
         # value is one of core.rules.Flag, never the caller's text.
         conditions.append(f"flags @> '{{{Flag(where.flag).value}}}'")
     matching = " AND ".join(conditions)
+    order = "DESC" if newest_first else "ASC"
     count = (
         f"SELECT count(*) AS n FROM calls WHERE {matching}"
         if len(conditions) > 1
@@ -549,7 +570,7 @@ async def fetch_calls_page(
           FROM ({count}) AS total
           LEFT JOIN LATERAL (
               SELECT {CALL_COLUMNS} FROM calls WHERE {matching}
-               ORDER BY created_at DESC, id DESC
+               ORDER BY created_at {order}, id {order}
                LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}
           ) AS page ON true
         """,

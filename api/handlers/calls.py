@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 from aiohttp import web
 
@@ -57,10 +58,20 @@ async def list_calls(request: web.Request) -> web.Response:
         request.app[appkeys.STORES].pool,
         key.id,
         CallFilter(
-            status=query.status, flag=query.flag, queue_id=query.queue_id, call_type=query.type
+            status=query.status,
+            flag=query.flag,
+            queue_id=query.queue_id,
+            call_type=query.type,
+            from_number=query.from_,
+            to_number=query.to,
+            kind=query.source,
+            end_reason=query.end_reason,
+            created_after=_utc(query.created_after),
+            created_before=_utc(query.created_before),
         ),
         limit=query.limit,
         offset=(query.page - 1) * query.limit,
+        newest_first=query.sort == "-created_at",
     )
     base = base_url(request)
     return json_response(
@@ -72,6 +83,13 @@ async def list_calls(request: web.Request) -> web.Response:
             "totalPages": math.ceil(total / query.limit),
         }
     )
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """A time given without a zone is UTC (as in posted events)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 async def get_call(request: web.Request) -> web.Response:

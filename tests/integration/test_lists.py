@@ -764,3 +764,52 @@ async def test_a_filter_matching_most_calls_still_reads_its_page_through_an_inde
             n for limit in limits for n in plan_nodes(limit) if n.get("Relation Name") == "calls"
         ]
         assert page_scans and all("Index" in n["Node Type"] for n in page_scans), page_scans
+
+
+# -- the filters users reach for, and parameters that are not filters ---------------------------
+
+
+async def test_a_misspelt_filter_is_a_400_naming_it_not_every_call(api: Api) -> None:
+    for query in ("statsu=QUEUED", "from_=%2B14155550100", "sort_by=created_at"):
+        status, body, _ = await api.request("GET", f"/calls?{query}")
+        assert status == 400, body
+        assert body["message"].startswith("Unknown query parameter: " + query.split("=")[0])
+
+
+async def test_numbers_source_end_reason_times_and_order_filter_the_list(make_api) -> None:
+    api = await make_api(max_concurrent=100, max_cps=100)
+    made = []
+    for i in range(3):
+        _, body, _ = await api.create_call(**{"from": f"+1555000000{i}", "to": "+14155550199"})
+        made.append(body["call_id"])
+    _, ingested, _ = await api.request(
+        "POST", "/events", json={"event": "call_initiated", "type": "voice", "queue_id": "q"}
+    )
+    await api.request(
+        "POST",
+        "/events",
+        json={"event": "call_ended", "call_id": ingested["call_id"], "end_reason": "abandoned"},
+    )
+    for call_id in made:
+        await api.wait_recorded(call_id)
+
+    async def ids(**params: str) -> list[str]:
+        status, body, _ = await api.request("GET", "/calls", params=params)
+        assert status == 200, body
+        return [c["call_id"] for c in body["data"]]
+
+    assert await ids(**{"from": "+15550000001"}) == [made[1]]
+    assert await ids(to="+14155550199") == made[::-1]
+    assert await ids(source="ingested") == [ingested["call_id"]]
+    assert await ids(source="simulated", sort="created_at") == made
+    assert await ids(end_reason="abandoned") == [ingested["call_id"]]
+    _, second, _ = await api.get_call(made[1])
+    # Times are shown to the millisecond and stored to the microsecond: the second call was
+    # made within the millisecond it shows.
+    shown = datetime.fromisoformat(second["created_at"])
+    next_ms = (shown + timedelta(milliseconds=1)).isoformat()
+    after = await ids(created_after=next_ms, source="simulated")
+    before = await ids(created_before=second["created_at"], source="simulated")
+    assert (after, before) == ([made[2]], [made[0]])
+    status, body, _ = await api.request("GET", "/calls", params={"created_after": "yesterday"})
+    assert (status, body["message"]) == (400, "created_after must be an ISO 8601 date and time")

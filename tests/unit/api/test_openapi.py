@@ -72,4 +72,18 @@ def test_list_filters_are_query_parameters() -> None:
     names = {
         p["name"] for p in document()["paths"]["/calls"]["get"]["parameters"] if p["in"] == "query"
     }
-    assert names == {"page", "limit", "status", "flag", "queue_id", "type"}
+    assert names == {
+        "page",
+        "limit",
+        "status",
+        "flag",
+        "queue_id",
+        "type",
+        "from",
+        "to",
+        "source",
+        "end_reason",
+        "created_after",
+        "created_before",
+        "sort",
+    }

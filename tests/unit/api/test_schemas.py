@@ -155,8 +155,32 @@ def test_unknown_status_is_refused_naming_the_known_ones() -> None:
     )
 
 
-def test_unknown_query_parameters_are_ignored() -> None:
-    assert parse_query(ListCalls, {"sort": "asc", "page": "2"}).page == 2
+def test_an_unknown_query_parameter_is_a_400_naming_it() -> None:
+    with pytest.raises(BadRequest) as refused:
+        parse_query(ListCalls, {"statsu": "QUEUED", "page": "2", "fro": "+1"})
+    assert refused.value.message.startswith("Unknown query parameters: fro, statsu (this route")
+    assert "status" in refused.value.message
+
+
+def test_the_new_list_filters_are_read_and_checked() -> None:
+    query = parse_query(
+        ListCalls,
+        {
+            "from": "+14155550100",
+            "source": "ingested",
+            "end_reason": "timeout",
+            "created_after": "2026-12-01T00:00:00Z",
+            "sort": "created_at",
+        },
+    )
+    assert (query.from_, query.source, query.end_reason, query.sort) == (
+        "+14155550100",
+        "ingested",
+        "timeout",
+        "created_at",
+    )
+    with pytest.raises(BadRequest, match="sort must be one of created_at, -created_at"):
+        parse_query(ListCalls, {"sort": "asc"})
 
 
 def test_last_of_repeated_query_parameters_wins() -> None:
