@@ -11,7 +11,12 @@ from __future__ import annotations
 from calls.recordings import Recordings
 from calls.stores import Stores
 from core import keys
-from db.purge import delete_calls, fetch_expired_calls
+from db.purge import (
+    delete_calls,
+    drop_emptied_keys,
+    fetch_calls_of_deleted_keys,
+    fetch_expired_calls,
+)
 
 # Calls deleted per statement.
 PURGE_BATCH = 500
@@ -23,14 +28,16 @@ class Retention:
         self._recordings = recordings
 
     async def purge_batch(self) -> int:
-        """Delete up to PURGE_BATCH of the ended calls older than RETENTION_DAYS (0: keep
-        everything), oldest first; returns how many."""
-        days = self._stores.settings.retention_days
-        if not days:
-            return 0
+        """Delete up to PURGE_BATCH calls: the ended ones older than RETENTION_DAYS (0: keep
+        them), oldest first, else those of deleted keys (whose rows go once they have none
+        left); returns how many."""
         pool = self._stores.pool
-        rows = await fetch_expired_calls(pool, days * 86_400, PURGE_BATCH)
+        days = self._stores.settings.retention_days
+        rows = await fetch_expired_calls(pool, days * 86_400, PURGE_BATCH) if days else []
         if not rows:
+            rows = await fetch_calls_of_deleted_keys(pool, PURGE_BATCH)
+        if not rows:
+            await drop_emptied_keys(pool)
             return 0
         # The files first: if the rows went first and this process died, the files would be
         # left with nothing pointing at them. A call whose file is gone but whose row is not

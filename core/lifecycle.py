@@ -42,6 +42,7 @@ class EndReason(StrEnum):
     CANCELED = "canceled"
     TIMEOUT = "timeout"
 
+
 # (from, event) -> to. call_ended is allowed from every state but COMPLETED.
 _MOVES: dict[tuple[Status, Event], Status] = {
     (Status.QUEUED, Event.CALL_ROUTED): Status.RINGING,

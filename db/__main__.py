@@ -20,9 +20,9 @@ from core.settings import get_settings
 from db.counters import fetch_stored_calls
 from db.keys import (
     UNCHANGED,
-    KeyChange,
     KeyInfo,
     Unchanged,
+    delete_key,
     fetch_keys,
     insert_key,
     new_secret,
@@ -48,8 +48,14 @@ async def _migrate(conn: asyncpg.Connection, args: argparse.Namespace) -> None:
 
 async def _seed_keys(conn: asyncpg.Connection, args: argparse.Namespace) -> None:
     configured = get_settings().valid_api_keys
-    added = await seed_keys(conn, configured)
-    print(f"api keys: {len(configured)} configured, {added} added")
+    seeded = await seed_keys(conn, configured)
+    added = sum(new for _, new in seeded)
+    names = ", ".join(
+        f"{name} ({secret[:4]}…)" for (name, _), secret in zip(seeded, configured, strict=True)
+    )
+    print(
+        f"api keys: {len(configured)} configured, {added} added" + (f": {names}" if names else "")
+    )
 
 
 # -- keys ------------------------------------------------------------------------------------
@@ -93,7 +99,7 @@ def _limits_given(args: argparse.Namespace) -> dict[str, int | Unchanged | None]
     return {field: _limit(getattr(args, _dest(option)), option) for field, option, _ in LIMITS}
 
 
-async def _announce(change: KeyChange) -> str:
+async def _announce(key_id: str, enabled: bool) -> str:
     """Tell the running API processes (Redis pub/sub): they forget what they knew of the key at
     once and, when it was disabled, close its open streams. Says what it did."""
     settings = get_settings()
@@ -101,7 +107,7 @@ async def _announce(change: KeyChange) -> str:
     try:
         await redis.publish(
             KEYS_CHANNEL,
-            orjson.dumps({"key_id": change.key_id, "enabled": change.after.enabled}),
+            orjson.dumps({"key_id": key_id, "enabled": enabled}),
         )
     except (RedisError, OSError) as exc:
         return (
@@ -173,10 +179,20 @@ async def _keys_switch(conn: asyncpg.Connection, args: argparse.Namespace) -> No
     change = await update_key(conn, args.name, enabled=enabled)
     state = "enabled" if enabled else "disabled"
     if change.before.enabled == enabled:
-        print(f"API key {args.name!r} is already {state}")
+        print(f"API key {change.after.name!r} is already {state}")
         return
-    print(f"API key {args.name!r} {state}")
-    print(await _announce(change))
+    print(f"API key {change.after.name!r} {state}")
+    print(await _announce(change.key_id, enabled))
+
+
+async def _keys_delete(conn: asyncpg.Connection, args: argparse.Namespace) -> None:
+    deleted = await delete_key(conn, args.name, force=args.force)
+    ended = f", {deleted.ended} active calls ended as canceled" if deleted.ended else ""
+    print(
+        f"API key {deleted.name!r} deleted{ended}: it is refused from now on, and the platform"
+        f" deletes its {deleted.stored:,} calls with their history and recordings, then the key"
+    )
+    print(await _announce(deleted.key_id, enabled=False))
 
 
 def _check_set_limits(args: argparse.Namespace) -> None:
@@ -194,7 +210,7 @@ async def _keys_set_limits(conn: asyncpg.Connection, args: argparse.Namespace) -
         for field, _, name in LIMITS
     )
     print(f"API key {after.name!r}: {changes}")
-    print(await _announce(change))
+    print(await _announce(change.key_id, after.enabled))
 
 
 # -- command line ----------------------------------------------------------------------------
@@ -210,7 +226,11 @@ def _parser() -> argparse.ArgumentParser:
         "seed-keys", help="make sure every secret of VALID_API_KEYS is a key"
     ).set_defaults(run=_seed_keys)
 
-    keys = commands.add_parser("keys", help="create, list, enable, disable keys, set limits")
+    keys = commands.add_parser(
+        "keys",
+        help="create, list, enable, disable, delete keys, set limits (NAME: a key's name as"
+        " `keys list` shows it, or its secret)",
+    )
     actions = keys.add_subparsers(dest="keys_command", required=True, metavar="action")
     limit_help = "a positive integer, or 'default' for the platform default"
 
@@ -233,6 +253,15 @@ def _parser() -> argparse.ArgumentParser:
     for _, option, _ in LIMITS:
         set_limits.add_argument(option, metavar="N|default", help=limit_help)
     set_limits.set_defaults(run=_keys_set_limits, check=_check_set_limits)
+
+    delete = actions.add_parser(
+        "delete", help="delete a key, and (by the platform, in the background) its calls"
+    )
+    delete.add_argument("name")
+    delete.add_argument(
+        "--force", action="store_true", help="end its active calls (as canceled) first"
+    )
+    delete.set_defaults(run=_keys_delete)
     return parser
 
 

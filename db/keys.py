@@ -38,30 +38,45 @@ async def fetch_key_by_hash(
         """
         SELECT id::text, name, key_hash, max_concurrent_calls, max_cps, enabled,
                max_active_ingested_calls
-          FROM api_keys WHERE key_hash = $1
+          FROM api_keys WHERE key_hash = $1 AND deleted_at IS NULL
         """,
         key_hash,
     )
     return ApiKey(**dict(row)) if row else None
 
 
-async def seed_keys(conn: asyncpg.Connection, secrets: list[str]) -> int:
-    """Make sure each secret is a key (named after its hash); returns how many were added."""
-    added = 0
+def seeded_name(secret: str) -> str:
+    """The name `seed-keys` gives the key of `secret` (the secret itself is never a name)."""
+    return f"seeded-{hash_secret(secret).hex()[:12]}"
+
+
+async def seed_keys(conn: asyncpg.Connection, secrets: list[str]) -> list[tuple[str, bool]]:
+    """Make sure each secret is a key (named after its hash): (its key's name, whether it was
+    added now) for each."""
+    seeded = []
     for secret in secrets:
-        digest = hash_secret(secret)
-        status = await conn.execute(
+        name = await conn.fetchval(
             """
-            INSERT INTO api_keys (name, key_hash, key_prefix)
-            VALUES ($1, $2, $3)
-            ON CONFLICT (key_hash) DO NOTHING
+            WITH added AS (
+                INSERT INTO api_keys (name, key_hash, key_prefix)
+                VALUES ($1, $2, $3)
+                ON CONFLICT (key_hash) DO NOTHING
+             RETURNING name
+            )
+            SELECT name FROM added
             """,
-            f"seeded-{digest.hex()[:12]}",
-            digest,
+            seeded_name(secret),
+            hash_secret(secret),
             secret[:4],
         )
-        added += status.endswith(" 1")
-    return added
+        if name is not None:
+            seeded.append((name, True))
+        else:
+            existing = await conn.fetchval(
+                "SELECT name FROM api_keys WHERE key_hash = $1", hash_secret(secret)
+            )
+            seeded.append((existing, False))
+    return seeded
 
 
 # --- managing keys (`python -m db keys …`) ---------------------------------------------------
@@ -147,8 +162,35 @@ async def insert_key(
 
 
 async def fetch_keys(conn: asyncpg.Connection) -> list[KeyInfo]:
-    rows = await conn.fetch(f"SELECT {_INFO_COLUMNS} FROM api_keys ORDER BY created_at, name")
+    rows = await conn.fetch(
+        f"""
+        SELECT {_INFO_COLUMNS} FROM api_keys WHERE deleted_at IS NULL ORDER BY created_at, name
+        """
+    )
     return [KeyInfo(**dict(row)) for row in rows]
+
+
+async def _locked_key(conn: asyncpg.Connection, name: str) -> asyncpg.Record:
+    """The key named `name` (or whose secret `name` is: an operator may type the secret of a
+    seeded key), locked for the transaction; NotFound otherwise."""
+    row = await conn.fetchrow(
+        f"""
+        SELECT id::text, {_INFO_COLUMNS} FROM api_keys
+         WHERE (name = $1 OR key_hash = $2) AND deleted_at IS NULL
+         ORDER BY name = $1 DESC
+         LIMIT 1
+           FOR UPDATE
+        """,
+        name,
+        hash_secret(name),
+    )
+    if row is None:
+        raise NotFound(f"no API key named {name!r}")
+    return row
+
+
+def _info(row: asyncpg.Record) -> KeyInfo:
+    return KeyInfo(**{k: v for k, v in dict(row).items() if k != "id"})
 
 
 async def update_key(
@@ -162,13 +204,9 @@ async def update_key(
 ) -> KeyChange:
     """Switch a key on or off or change its limits; raises NotFound for an unknown name."""
     async with conn.transaction():
-        row = await conn.fetchrow(
-            f"SELECT id::text, {_INFO_COLUMNS} FROM api_keys WHERE name = $1 FOR UPDATE", name
-        )
-        if row is None:
-            raise NotFound(f"no API key named {name!r}")
-        key_id, *_ = row
-        before = KeyInfo(**{k: v for k, v in dict(row).items() if k != "id"})
+        row = await _locked_key(conn, name)
+        key_id = row["id"]
+        before = _info(row)
         changes = {
             field: value
             for field, value in (
@@ -184,12 +222,70 @@ async def update_key(
             """
             UPDATE api_keys SET enabled = $2, max_concurrent_calls = $3, max_cps = $4,
                                 max_active_ingested_calls = $5
-             WHERE name = $1
+             WHERE id = $1
             """,
-            name,
+            key_id,
             after.enabled,
             after.max_concurrent_calls,
             after.max_cps,
             after.max_active_ingested_calls,
         )
     return KeyChange(key_id=key_id, before=before, after=after)
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedKey:
+    key_id: str
+    name: str
+    # Calls the key had, ended now by a forced delete, and stored (for the purge to delete).
+    ended: int
+    stored: int
+
+
+async def delete_key(conn: asyncpg.Connection, name: str, *, force: bool) -> DeletedKey:
+    """Delete a key: refused from now on (its secret no longer names it, its name is free), and
+    its calls left to the purge (calls/retention.py), which deletes the key's row once none is
+    left. Raises Conflict while it has active calls, unless `force` ends them first (as
+    canceled, without a transition: nobody is left to be told)."""
+    async with conn.transaction():
+        row = await _locked_key(conn, name)
+        key_id = row["id"]
+        active = await conn.fetchval(
+            "SELECT count(*) FROM calls WHERE api_key_id = $1 AND status <> 'COMPLETED'", key_id
+        )
+        if active and not force:
+            raise Conflict(
+                f"API key {row['name']!r} has {active} active calls: end them first, or delete"
+                " it with --force (which ends them as canceled)"
+            )
+        ended = 0
+        if active:
+            ended = await conn.fetchval(
+                """
+                WITH ended AS (
+                    UPDATE calls
+                       SET status = 'COMPLETED', end_reason = 'canceled',
+                           ended_at = clock_timestamp(), status_changed_at = clock_timestamp(),
+                           updated_at = clock_timestamp()
+                     WHERE api_key_id = $1 AND status <> 'COMPLETED'
+                 RETURNING id
+                ), counted AS (
+                    INSERT INTO counter_deltas (api_key_id, calls_completed)
+                    SELECT $1, count(*) FROM ended
+                )
+                SELECT count(*) FROM ended
+                """,
+                key_id,
+            )
+        await conn.execute(
+            """
+            UPDATE api_keys
+               SET deleted_at = clock_timestamp(), enabled = false,
+                   name = name || ' (deleted ' || id || ')',
+                   key_hash = sha256(gen_random_uuid()::text::bytea)
+             WHERE id = $1
+            """,
+            key_id,
+        )
+        stored = await conn.fetchval("SELECT count(*) FROM calls WHERE api_key_id = $1", key_id)
+    return DeletedKey(key_id, row["name"], ended, stored)

@@ -28,6 +28,37 @@ async def fetch_expired_calls(
     )
 
 
+async def fetch_calls_of_deleted_keys(conn: Executor, limit: int) -> list[asyncpg.Record]:
+    """Ended calls of deleted keys (`keys delete`), with the storage key of their recording."""
+    return await conn.fetch(
+        """
+        SELECT c.id::text AS call_id, r.storage_key
+          FROM api_keys k
+          JOIN calls c ON c.api_key_id = k.id AND c.status = 'COMPLETED'
+          LEFT JOIN recordings r ON r.call_id = c.id
+         WHERE k.deleted_at IS NOT NULL
+         LIMIT $1
+        """,
+        limit,
+    )
+
+
+async def drop_emptied_keys(conn: Executor) -> int:
+    """Delete the rows of deleted keys with no call left; returns how many. (Their counters
+    stay: what was made was made.)"""
+    return await conn.fetchval(
+        """
+        WITH gone AS (
+            DELETE FROM api_keys k
+             WHERE k.deleted_at IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM calls c WHERE c.api_key_id = k.id)
+         RETURNING id
+        )
+        SELECT count(*) FROM gone
+        """
+    )
+
+
 async def delete_calls(pool: asyncpg.Pool, call_ids: Sequence[str]) -> int:
     """Delete ended calls with their history, outbox entries and upload rows, and count them as
     removed (counter_deltas); a call not ended is left alone. Returns how many were deleted.

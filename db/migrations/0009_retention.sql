@@ -3,3 +3,7 @@
 -- occurred_at, which may be any time: this index holds only ended calls, in that order.
 
 CREATE INDEX calls_ended_idx ON calls (status_changed_at) WHERE status = 'COMPLETED';
+
+-- A deleted key (`python -m db keys delete`) is refused at once and frees its name; its calls
+-- are deleted by the same purge, and the key's row once none is left.
+ALTER TABLE api_keys ADD COLUMN deleted_at timestamptz;

@@ -308,3 +308,71 @@ async def test_keys_before_migrate_point_to_it() -> None:
         'mock-comms: PostgreSQL refused `keys list`: relation "api_keys" does not exist '
         "(run `python -m db migrate` first)\n"
     )
+
+
+# -- keys by the name `keys list` shows, or by their secret; deleting a key --------------------------
+
+
+async def test_a_seeded_key_is_named_by_its_listed_name_or_by_its_secret(scratch_dsn: str) -> None:
+    env = os.environ | {"VALID_API_KEYS": "demo-key"}
+    seeded = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "db", "seed-keys"],
+        cwd=ROOT,
+        env=env | {"DATABASE_URL": scratch_dsn},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert seeded.stdout.strip() == "api keys: 1 configured, 1 added: seeded-c48a01f49fd0 (demo…)"
+
+    by_secret = await keys_cli(scratch_dsn, "set-limits", "demo-key", "--max-cps", "7")
+    by_name = await keys_cli(scratch_dsn, "disable", "seeded-c48a01f49fd0")
+
+    assert by_secret.returncode == 0, by_secret.stderr
+    assert by_secret.stdout.startswith("API key 'seeded-c48a01f49fd0': max concurrent calls")
+    assert "demo-key" not in by_secret.stdout  # the secret is never echoed back
+    assert by_name.stdout.splitlines()[0] == "API key 'seeded-c48a01f49fd0' disabled"
+    listed = (await keys_cli(scratch_dsn, "list")).stdout
+    assert "seeded-c48a01f49fd0" in listed and " 7 " in listed
+
+
+async def test_a_key_with_active_calls_is_deleted_only_with_force_then_with_all_it_had(
+    platform: Platform, http: aiohttp.ClientSession
+) -> None:
+    name = unique_name()
+    secret = created_secret(await keys_cli(platform.dsn, "create", name, "--max-cps", "50"))
+    auth = {"Authorization": f"Bearer {secret}"}
+    async with http.post(
+        platform.base_url + "/events",
+        headers=auth,
+        json={"event": "call_initiated", "type": "voice", "queue_id": "q"},
+    ) as response:
+        active = (await response.json())["call_id"]
+    refused = await keys_cli(platform.dsn, "delete", name, env=platform.env)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        f"mock-comms: API key {name!r} has 1 active calls: end them first, or delete it with"
+        " --force (which ends them as canceled)"
+    )
+
+    deleted = await keys_cli(platform.dsn, "delete", name, "--force", env=platform.env)
+
+    assert deleted.returncode == 0, deleted.stderr
+    assert deleted.stdout.splitlines()[0] == (
+        f"API key {name!r} deleted, 1 active calls ended as canceled: it is refused from now on,"
+        " and the platform deletes its 1 calls with their history and recordings, then the key"
+    )
+    assert (await get_metrics(http, platform, secret))[0] == 401
+    conn = await asyncpg.connect(platform.dsn)
+    try:
+        deadline = time.monotonic() + 10
+        while await conn.fetchval(
+            "SELECT count(*) FROM calls WHERE id::text = $1 OR ref = $1", active
+        ) or await conn.fetchval("SELECT count(*) FROM api_keys WHERE name LIKE $1", name + "%"):
+            assert time.monotonic() < deadline, "the key and its calls were never deleted"
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+    # Its name is free again.
+    assert (await keys_cli(platform.dsn, "create", name)).returncode == 0

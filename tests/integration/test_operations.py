@@ -53,8 +53,12 @@ async def test_migrate_is_idempotent_and_seeding_twice_adds_nothing() -> None:
 
         assert db("migrate").startswith("migrations applied: 0001_calls.sql")
         assert db("migrate") == "schema is up to date"
-        assert db("seed-keys") == "api keys: 3 configured, 3 added"
-        assert db("seed-keys") == "api keys: 3 configured, 0 added"
+        names = (
+            ": seeded-4552a382064a (test…), seeded-c6029e4ce1e4 (test…),"
+            " seeded-c48a01f49fd0 (demo…)"
+        )
+        assert db("seed-keys") == "api keys: 3 configured, 3 added" + names
+        assert db("seed-keys") == "api keys: 3 configured, 0 added" + names
         conn = await asyncpg.connect(env["DATABASE_URL"])
         try:
             stored = await conn.fetch("SELECT key_hash, key_prefix FROM api_keys")
