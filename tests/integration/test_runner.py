@@ -119,3 +119,37 @@ async def test_a_process_that_dies_stops_the_others_with_its_status(platform: Pl
             os.killpg(started.pid, signal.SIGKILL)
     assert started.returncode == 128 + signal.SIGKILL
     assert "scheduler ended (killed by SIGKILL); stopping the others" in err.decode()
+
+
+def run_script(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(ROOT / "scripts" / "run"), *args],
+        cwd=ROOT,
+        env=(env or dict(os.environ)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_scripts_run_help_and_mistakes_are_answered_before_any_set_up(
+    platform: Platform,
+) -> None:
+    helped = run_script("--help")
+    assert helped.returncode == 0
+    assert helped.stdout.startswith("Usage: scripts/run [NAME[=COUNT] ...]")
+    assert helped.stderr == ""  # nothing installed, found, started or migrated
+
+    unknown = run_script("web", "wroker")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == (
+        "mock-comms: no process named 'wroker' in the Procfile "
+        "(it has web, worker, scheduler, dashboard)"
+    )
+
+    taken = run_script("web", env=dict(os.environ) | {"PORT": platform.base_url.rsplit(":", 1)[1]})
+    assert taken.returncode == 1
+    assert taken.stderr.strip().startswith("mock-comms: port ")
+    assert "is taken: the platform (or something else) is already running there" in taken.stderr
+    assert "\n" not in taken.stderr.strip()
