@@ -37,6 +37,9 @@ def main() -> int:
         # Cancel a handler when its client goes away, so a closed stream is dropped at once
         # instead of at its next ping.
         handler_cancellation=True,
+        # A stop must fit in the 2 s that process managers, Docker and systemd give before
+        # SIGKILL: the streams are ended first (app.py), and what is still running then is cut.
+        shutdown_timeout=1.5,
         access_log_class=AccessLogger,
         print=None,
     )

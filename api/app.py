@@ -73,6 +73,12 @@ async def _hub(app: web.Application) -> AsyncIterator[None]:
     await hub.stop()
 
 
+async def _end_streams(app: web.Application) -> None:
+    """On a stop (SIGINT, SIGTERM), before aiohttp waits for the requests in flight: streams
+    would otherwise hold it until its shutdown timeout."""
+    app[appkeys.HUB].close_all()
+
+
 def create_app(settings: Settings | None = None) -> web.Application:
     settings = settings or get_settings()
     app = web.Application(
@@ -95,6 +101,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     )
     app[appkeys.REQUEST_SECONDS_BY_LABELS] = {}
     app.on_response_prepare.append(security_headers)
+    app.on_shutdown.append(_end_streams)
     app.cleanup_ctx.extend([_stores, _recordings, _hub])
     setup_routes(app)
     return app

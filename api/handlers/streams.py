@@ -16,15 +16,14 @@ from aiohttp_sse import sse_response
 from api import appkeys
 from api.handlers.common import named_call, path_call
 from api.realtime.follow import follow_call, follow_key
-from api.realtime.hub import RESYNC, KeyRevoked
+from api.realtime.hub import RESYNC, StreamClosed
 from core.errors import BadRequest
 
 SEQ_PATTERN = "^[0-9]{1,9}$"
 _SEQ = re.compile(SEQ_PATTERN)
 # The server reads nothing from a WebSocket client: a larger frame closes it (1009).
 WS_MAX_FRAME_BYTES = 1024
-# The close code a WebSocket gets when its key is disabled (4000-4999: the application's own).
-WS_KEY_DISABLED = 4401
+WS_CLOSE_WAIT_S = 0.5
 
 
 def _sse(request: web.Request) -> Any:
@@ -55,7 +54,8 @@ async def call_stream(request: web.Request) -> web.StreamResponse:
         follow as messages,
         _sse(request) as stream,
     ):
-        with contextlib.suppress(KeyRevoked):  # the key was disabled: the stream ends
+        # Closed by the platform (the key disabled, the process stopping): the stream ends.
+        with contextlib.suppress(StreamClosed):
             async for message in messages:
                 await stream.send(
                     orjson.dumps(message).decode(), id=str(message["seq"]), event="call"
@@ -64,8 +64,8 @@ async def call_stream(request: web.Request) -> web.StreamResponse:
 
 
 async def call_websocket(request: web.Request) -> web.StreamResponse:
-    """WebSocket: the same messages as JSON text frames; closed (1000) after COMPLETED, or
-    (4401) when the key is disabled."""
+    """WebSocket: the same messages as JSON text frames; closed (1000) after COMPLETED, 4401
+    when the key is disabled, 1001 when this process stops."""
     raw_id = request.query.get("call_id")
     if not raw_id:
         raise BadRequest("Missing required query parameter: call_id")
@@ -74,25 +74,27 @@ async def call_websocket(request: web.Request) -> web.StreamResponse:
     follow = follow_call(app[appkeys.HUB], app[appkeys.STORES].pool, call)
     async with follow as messages:
         ws = web.WebSocketResponse(
-            heartbeat=app[appkeys.SETTINGS].stream_ping_s, max_msg_size=WS_MAX_FRAME_BYTES
+            heartbeat=app[appkeys.SETTINGS].stream_ping_s,
+            max_msg_size=WS_MAX_FRAME_BYTES,
+            # How long a close waits for the client's own close frame.
+            timeout=WS_CLOSE_WAIT_S,
         )
         await ws.prepare(request)
         # The client says nothing, but reading is how a close is noticed; it ends the send loop.
         reader = asyncio.create_task(_drain(ws))
         sender = asyncio.create_task(_send_all(ws, messages))
-        code = WSCloseCode.OK
+        code, reason = WSCloseCode.OK, b""
         try:
             await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
-            if sender.done() and isinstance(sender.exception(), KeyRevoked):
-                code = WS_KEY_DISABLED
+            closed = sender.exception() if sender.done() else None
+            if isinstance(closed, StreamClosed):
+                code, reason = closed.code, closed.reason.encode()
         finally:
             for task in (reader, sender):
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ConnectionError, KeyRevoked):
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError, StreamClosed):
                     await task
-            await ws.close(
-                code=code, message=b"API key disabled" if code != WSCloseCode.OK else b""
-            )
+            await ws.close(code=code, message=reason)
     return ws
 
 
@@ -117,7 +119,7 @@ async def key_stream(request: web.Request) -> web.StreamResponse:
         _sse(request) as stream,
     ):
         await stream.send("{}", event="ready")
-        with contextlib.suppress(KeyRevoked):  # the key was disabled: the stream ends
+        with contextlib.suppress(StreamClosed):  # closed by the platform: the stream ends
             async for message in messages:
                 if message is RESYNC:
                     await stream.send('{"reason": "updates may have been missed"}', event="resync")

@@ -21,12 +21,21 @@ log = logging.getLogger(__name__)
 # Put in a subscription's queue when messages may have been missed (queue overflow, lost
 # Redis connection): the follower then reads the gap from PostgreSQL.
 RESYNC: dict[str, Any] = {"resync": True}
-# Put in a subscription's queue when its key was disabled: the stream ends.
-_REVOKED: dict[str, Any] = {"revoked": True}
+# Put in a subscription's queue when its stream must end (see StreamClosed).
+_CLOSED: dict[str, Any] = {"closed": True}
+
+# WebSocket close codes of a stream ended by the platform (4000-4999: the application's own).
+KEY_DISABLED = 4401
+GOING_AWAY = 1001
 
 
-class KeyRevoked(Exception):
-    """The stream's key was disabled while it was open."""
+class StreamClosed(Exception):
+    """The stream must end: its key was disabled, or this process is stopping. `code` is the
+    WebSocket close code that says which."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
 
 
 class Subscription:
@@ -34,10 +43,10 @@ class Subscription:
 
     def __init__(self, size: int) -> None:
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=size)
-        self.revoked = False
+        self.closed: StreamClosed | None = None
 
     def offer(self, message: dict[str, Any]) -> None:
-        if self.revoked:
+        if self.closed is not None:
             return
         try:
             self.queue.put_nowait(message)
@@ -45,10 +54,10 @@ class Subscription:
             # A slow reader: drop what it has not read and let it catch up from history.
             self._replace_all(RESYNC)
 
-    def revoke(self) -> None:
-        """End the stream: what it has not read is dropped."""
-        self.revoked = True
-        self._replace_all(_REVOKED)
+    def close(self, code: int, reason: str) -> None:
+        """End the stream: what it has not read is dropped, and its next read raises."""
+        self.closed = StreamClosed(code, reason)
+        self._replace_all(_CLOSED)
 
     def _replace_all(self, message: dict[str, Any]) -> None:
         while not self.queue.empty():
@@ -56,11 +65,12 @@ class Subscription:
         self.queue.put_nowait(message)
 
     async def get(self) -> dict[str, Any]:
-        """The next message; raises KeyRevoked once the key was disabled."""
+        """The next message; raises StreamClosed once the stream was closed."""
         message = await self.queue.get()
-        if message is _REVOKED:
-            self.queue.put_nowait(_REVOKED)  # and on every later read
-            raise KeyRevoked("API key disabled")
+        if message is _CLOSED:
+            self.queue.put_nowait(_CLOSED)  # and on every later read
+            assert self.closed is not None
+            raise self.closed
         return message
 
 
@@ -170,7 +180,14 @@ class Hub:
             self._on_key_change(key_id)
         if change.get("enabled") is False:
             for sub in self._of_key.get(key_id, ()):
-                sub.revoke()
+                sub.close(KEY_DISABLED, "API key disabled")
+
+    def close_all(self) -> None:
+        """End every stream of this process (it is stopping): SSE streams end, WebSockets close
+        with 1001, so clients reconnect elsewhere at once rather than time out."""
+        for subs in self._of_key.values():
+            for sub in subs:
+                sub.close(GOING_AWAY, "server shutting down")
 
     def _on_subscribed(self) -> None:
         if self._subscribed.is_set():

@@ -9,6 +9,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 
 import aiohttp
 import asyncpg
@@ -129,10 +130,62 @@ async def test_rq_dashboard_serves_the_queues_on_loopback(platform: Platform, ap
 
 
 async def test_every_process_stops_within_two_seconds_of_sigterm(platform_factory) -> None:
-    """honcho, docker and systemd send SIGTERM and wait; none of ours may need a SIGKILL."""
+    """Process managers, docker and systemd send SIGTERM and wait; none of ours may need a
+    SIGKILL."""
     own = await platform_factory(workers=1)
     for name in ("worker0", "scheduler", "api"):
         process = own.processes[name]
         process.signal(signal.SIGTERM)
         exited = await asyncio.to_thread(process.popen.wait, 2)
         assert exited is not None, f"{name} still running 2 s after SIGTERM"
+
+
+async def test_the_api_ends_its_streams_cleanly_and_stops_within_two_seconds_with_1000_open(
+    platform_factory,
+) -> None:
+    """Ctrl-C with streams open: every SSE stream ends as a stream should (its body complete),
+    every WebSocket is closed with 1001 (going away), and the API exits within 2 s."""
+    own = await platform_factory({"MAX_STREAMS_PER_KEY": "2000", "STREAM_PING_S": "15"})
+    secret = await own.new_key(max_concurrent=10, max_cps=10)
+    auth = {"Authorization": f"Bearer {secret}"}
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        async with http.post(
+            own.base_url + "/events",
+            headers=auth,
+            json={"event": "call_initiated", "type": "voice", "queue_id": "q"},
+        ) as response:
+            call_id = (await response.json())["call_id"]
+        streams = [await http.get(own.base_url + "/stream", headers=auth) for _ in range(900)]
+        sockets = [
+            await http.ws_connect(own.base_url + f"/ws?call_id={call_id}", headers=auth)
+            for _ in range(100)
+        ]
+        for stream in streams:
+            assert stream.status == 200
+            await stream.content.readline()  # event: ready
+
+        async def to_the_end(stream: aiohttp.ClientResponse) -> bool:
+            await stream.content.read()  # raises if the body is cut short
+            return stream.content.at_eof()
+
+        async def close_code(ws: aiohttp.ClientWebSocketResponse) -> tuple:
+            while (message := await ws.receive()).type == aiohttp.WSMsgType.TEXT:
+                pass
+            # The server's close frame (the client's answer may find the process gone).
+            return message.type, message.data
+
+        # Read as clients do, all at once.
+        readers = asyncio.gather(
+            *(to_the_end(stream) for stream in streams), *(close_code(ws) for ws in sockets)
+        )
+        api = own.processes["api"]
+        started = time.monotonic()
+        api.signal(signal.SIGTERM)
+        await asyncio.to_thread(api.popen.wait, 5)
+        stopped_s = time.monotonic() - started
+        ends = await asyncio.wait_for(readers, 5)
+        assert ends[:900] == [True] * 900
+        assert ends[900:] == [(aiohttp.WSMsgType.CLOSE, 1001)] * 100
+    assert api.popen.returncode == 0
+    assert stopped_s < 2, f"the API took {stopped_s:.2f} s to stop"
