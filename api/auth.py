@@ -23,9 +23,17 @@ UNKNOWN_CACHE_SIZE = 10_000
 UNKNOWN_TTL_MS = 1_000
 
 
+MISSING = "Missing API key: send Authorization: Bearer <key>, or X-API-Key: <key>"
+# Schemes a client may mean in an Authorization header: named back when it sends one (any
+# other first word could be the key itself, which is never echoed).
+_SCHEMES = {"basic", "digest", "token", "apikey", "api-key", "key", "bearer"}
+
+
 def presented_secret(request: web.Request, *, allow_query: bool) -> str | None:
+    """The key the request presents, or None when it presents none at all; Unauthorized for an
+    Authorization header of another form (saying which form is taken)."""
     header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
+    scheme, _, token = header.strip().partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
     if request.headers.get("X-API-Key"):
@@ -33,6 +41,12 @@ def presented_secret(request: web.Request, *, allow_query: bool) -> str | None:
     # Browsers cannot set headers on EventSource or WebSocket, so streams take it in the URL.
     if allow_query and request.query.get("access_token"):
         return request.query["access_token"]
+    if header.strip():
+        given = f"'{scheme}'" if scheme.lower() in _SCHEMES else "a bare key"
+        raise Unauthorized(
+            f"Authorization must be 'Bearer <key>', not {given}: send Authorization: Bearer"
+            " <key>, or X-API-Key: <key>"
+        )
     return None
 
 
@@ -51,7 +65,7 @@ class KeyResolver:
 
     async def resolve(self, secret: str | None) -> ApiKey:
         if not secret:
-            raise Unauthorized("Missing API key: send Authorization: Bearer <key>")
+            raise Unauthorized(MISSING)
         digest = hash_secret(secret)
         key = await self._lookup(digest)
         # The lookup is by hash; compare the stored hash in constant time all the same.

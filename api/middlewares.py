@@ -110,6 +110,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             "Retry-After": str(exc.reset_s)
         }
         return error_response(429, exc.message, error="Rate limit exceeded", headers=headers)
+    except Unauthorized as exc:
+        # RFC 6750: a 401 says which scheme the API takes.
+        return error_response(
+            401, exc.message, headers={"WWW-Authenticate": 'Bearer realm="mock-comms"'}
+        )
     except DomainError as exc:
         status = next(code for kind, code in _STATUS.items() if isinstance(exc, kind))
         return error_response(status, exc.message)

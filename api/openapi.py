@@ -152,6 +152,13 @@ def _operation(route: Route) -> dict[str, Any]:
                 }
                 for name, text in _RATE_HEADERS.items()
             }
+        if status == 401:
+            response["headers"] = {
+                "WWW-Authenticate": {
+                    "description": 'The scheme the API takes: Bearer realm="mock-comms".',
+                    "schema": {"type": "string"},
+                }
+            }
         if status == 405:
             response["headers"] = {
                 "Allow": {

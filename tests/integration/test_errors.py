@@ -18,16 +18,35 @@ async def raw(api: Api, method: str, path: str, *, data: bytes | None = None, he
 @pytest.mark.parametrize(
     ("headers", "message"),
     [
-        ({}, "Missing API key: send Authorization: Bearer <key>"),
+        ({}, "Missing API key: send Authorization: Bearer <key>, or X-API-Key: <key>"),
         ({"Authorization": "Bearer invalid-key"}, "Invalid API key"),
         ({"X-API-Key": "invalid-key"}, "Invalid API key"),
-        ({"Authorization": "Basic dGVzdA=="}, "Missing API key: send Authorization: Bearer <key>"),
+        (
+            {"Authorization": "Basic dGVzdA=="},
+            "Authorization must be 'Bearer <key>', not 'Basic': send Authorization: Bearer"
+            " <key>, or X-API-Key: <key>",
+        ),
+        (
+            {"Authorization": "demo-key"},
+            "Authorization must be 'Bearer <key>', not a bare key: send Authorization: Bearer"
+            " <key>, or X-API-Key: <key>",
+        ),
+        (
+            {"Authorization": "Bearer"},
+            "Authorization must be 'Bearer <key>', not 'Bearer': send Authorization: Bearer"
+            " <key>, or X-API-Key: <key>",
+        ),
     ],
+    ids=["none", "bad-bearer", "bad-x-api-key", "basic", "no-scheme", "no-key"],
 )
-async def test_calls_without_a_valid_key_are_401(api: Api, headers, message) -> None:
+async def test_calls_without_a_valid_key_are_401_saying_what_is_taken(
+    api: Api, headers, message
+) -> None:
     for method, path in (("GET", "/calls"), ("POST", "/calls"), ("GET", "/metrics")):
-        status, body, _ = await raw(api, method, path, headers=headers)
+        status, body, answer = await raw(api, method, path, headers=headers)
         assert (status, body) == (401, {"error": "Unauthorized", "message": message})
+        assert answer["WWW-Authenticate"] == 'Bearer realm="mock-comms"'
+        assert "demo-key" not in body["message"]
 
 
 async def test_the_seeded_keys_work_as_bearer_and_as_x_api_key(api: Api) -> None:

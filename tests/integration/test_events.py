@@ -594,7 +594,7 @@ async def test_the_key_may_come_as_x_api_key(api: Api, path) -> None:
 @pytest.mark.parametrize(
     ("headers", "message"),
     [
-        ({}, "Missing API key: send Authorization: Bearer <key>"),
+        ({}, "Missing API key: send Authorization: Bearer <key>, or X-API-Key: <key>"),
         ({"Authorization": "Bearer not-a-key"}, "Invalid API key"),
         ({"X-API-Key": "not-a-key"}, "Invalid API key"),
     ],

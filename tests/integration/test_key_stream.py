@@ -397,10 +397,14 @@ async def test_the_stream_takes_the_key_every_documented_way(api: Api, style) ->
 @pytest.mark.parametrize(
     ("headers", "params", "message"),
     [
-        ({}, None, "Missing API key: send Authorization: Bearer <key>"),
+        ({}, None, "Missing API key: send Authorization: Bearer <key>, or X-API-Key: <key>"),
         ({"Authorization": "Bearer invalid-key"}, None, "Invalid API key"),
         ({}, {"access_token": "invalid-key"}, "Invalid API key"),
-        ({}, {"access_token": ""}, "Missing API key: send Authorization: Bearer <key>"),
+        (
+            {},
+            {"access_token": ""},
+            "Missing API key: send Authorization: Bearer <key>, or X-API-Key: <key>",
+        ),
     ],
     ids=["no key", "bad bearer", "bad access_token", "empty access_token"],
 )

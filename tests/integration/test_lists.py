@@ -213,7 +213,7 @@ async def test_list_needs_a_key(api: Api) -> None:
             assert response.status == 401
             assert await response.json() == {
                 "error": "Unauthorized",
-                "message": "Missing API key: send Authorization: Bearer <key>",
+                "message": "Missing API key: send Authorization: Bearer <key>, or X-API-Key: <key>",
             }
 
 

@@ -356,7 +356,7 @@ async def test_websocket_takes_the_key_as_access_token(api: Api) -> None:
 @pytest.mark.parametrize(
     ("headers", "message"),
     [
-        ({}, "Missing API key: send Authorization: Bearer <key>"),
+        ({}, "Missing API key: send Authorization: Bearer <key>, or X-API-Key: <key>"),
         ({"Authorization": "Bearer invalid-key"}, "Invalid API key"),
     ],
 )
@@ -424,7 +424,7 @@ async def test_sse_without_a_key_is_401_json(api: Api) -> None:
     assert response.status == 401
     assert body == {
         "error": "Unauthorized",
-        "message": "Missing API key: send Authorization: Bearer <key>",
+        "message": "Missing API key: send Authorization: Bearer <key>, or X-API-Key: <key>",
     }
 
 
