@@ -145,6 +145,7 @@ class EventService:
                 event_id=posted.event_id,
                 agent_id=posted.agent_id,
                 end_reason=posted.end_reason,
+                dated_by_sender=posted.occurred_at is not None,
             )
             # Written with other requests' events; None: the call moved on, read it again.
             row = await self._writes.submit(decided)

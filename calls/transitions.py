@@ -18,8 +18,8 @@ from calls.stores import Stores
 from calls.timers import Timers
 from calls.views import message_of
 from core import keys, logs
-from core.clock import now_ms
-from core.errors import Conflict, InvalidTransition
+from core.clock import iso, now_ms
+from core.errors import Conflict, InvalidTransition, Unprocessable
 from core.lifecycle import TARGET_OF, Event, Status, next_status, timer_delay_ms
 from core.limiter import CallKind, slot_set
 from core.redis_mux import Batch
@@ -52,6 +52,13 @@ class Reported:
     hold_duration: float | None = None
     duration: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def not_before_last(moment: datetime, call: Row) -> datetime:
+    """`moment`, or the call's latest event's time if that is later (a sender may date events
+    ahead of the platform's clock): a call's own times never run backwards."""
+    last = call["last_event_at"]
+    return max(moment, last) if last is not None else moment
 
 
 def event_data(
@@ -99,7 +106,7 @@ class Transitions:
         pool = self._stores.lookups
         current = await db_calls.fetch_calls(pool, [m.call_id for m in unique])
         decided = [
-            self.decide(row, Event(m.event), occurred_at=now)
+            self.decide(row, Event(m.event), occurred_at=not_before_last(now, row))
             for m in unique
             if (row := current.get(m.call_id)) is not None
             and row["seq"] == m.from_seq
@@ -127,10 +134,21 @@ class Transitions:
         event_id: str | None,
         agent_id: str | None = None,
         end_reason: str | None = None,
+        dated_by_sender: bool = True,
     ) -> Row | None:
         """The transition a posted event makes on `call` as read, to write with
         `write_decided`; raises InvalidTransition, naming both states, when the state machine
-        does not allow it, and Conflict when the call's history is full."""
+        does not allow it, Conflict when the call's history is full, and Unprocessable when
+        the sender dated it before the call's previous event (a time it did not give is the
+        platform's, never before that event)."""
+        last = call["last_event_at"]
+        if last is not None and occurred_at < last:
+            if dated_by_sender:
+                raise Unprocessable(
+                    f"occurred_at {iso(occurred_at)} is before the call's previous event, at"
+                    f" {iso(last)}: a call's events come in time order"
+                )
+            occurred_at = last
         current = Status(call["status"])
         target = next_status(current, event)
         if target is None:

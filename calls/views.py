@@ -38,6 +38,7 @@ _LIVE_TIMES = (
     "answered_at",
     "held_at",
     "ended_at",
+    "last_event_at",
 )
 
 
@@ -57,7 +58,7 @@ def call_from_live(seq: bytes, view: bytes) -> dict[str, Any]:
     call["seq"] = int(seq)
     call.setdefault("ref", call["call_id"])  # a view written before calls had names
     for column in _LIVE_TIMES:
-        ms = call[column]
+        ms = call.get(column)  # a view written before the column: None
         call[column] = None if ms is None else from_ms(ms)
     return call
 

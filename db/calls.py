@@ -22,7 +22,7 @@ CALL_COLUMNS = """
     status, seq,
     from_number, to_number, metadata, flags, recording_url, call_type, queue_id, agent_id,
     end_reason, created_at, updated_at, status_changed_at, started_at, routed_at, answered_at,
-    held_at, ended_at, request_id
+    held_at, ended_at, request_id, last_event_at
 """
 
 
@@ -112,10 +112,10 @@ async def insert_calls(conn: Executor, new: Sequence[NewCall]) -> list[asyncpg.R
         ), created AS (
             INSERT INTO calls (id, api_key_id, kind, status, from_number, to_number, metadata,
                                idempotency_key, request_hash, call_type, queue_id, started_at,
-                               request_id, ref)
+                               last_event_at, request_id, ref)
             SELECT id, api_key_id, kind, 'QUEUED', from_number, to_number, metadata::jsonb,
                    idempotency_key, request_hash, call_type, queue_id,
-                   coalesce(started_at, now()), request_id, ref
+                   coalesce(started_at, now()), coalesce(started_at, now()), request_id, ref
               FROM input
              WHERE NOT EXISTS (
                    SELECT 1 FROM calls c
@@ -259,7 +259,8 @@ async def write_transitions(
                    ended_at = CASE WHEN t.to_status = 'COMPLETED' THEN t.occurred_at
                                    ELSE c.ended_at END,
                    agent_id = coalesce(t.agent_id, c.agent_id),
-                   end_reason = coalesce(t.end_reason, c.end_reason)
+                   end_reason = coalesce(t.end_reason, c.end_reason),
+                   last_event_at = t.occurred_at
               FROM t
              WHERE c.id = t.call_id AND c.seq = t.from_seq
          RETURNING c.*, t.from_status AS previous_status, t.event,

@@ -14,7 +14,7 @@ from calls.recordings import Recordings
 from calls.retention import Retention
 from calls.stores import Stores
 from calls.timers import Timers
-from calls.transitions import Transitions
+from calls.transitions import Transitions, not_before_last
 from calls.views import message_of
 from core import keys
 from core.clock import now_ms, to_ms
@@ -216,7 +216,9 @@ class Upkeep:
             return 0
         now = datetime.now(UTC)
         decided = [
-            self._transitions.decide(row, Event.CALL_ENDED, occurred_at=now, end_reason="timeout")
+            self._transitions.decide(
+                row, Event.CALL_ENDED, occurred_at=not_before_last(now, row), end_reason="timeout"
+            )
             for row in rows
         ]
         return len(await self._transitions.write_decided(decided))

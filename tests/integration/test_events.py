@@ -535,7 +535,9 @@ async def test_a_whole_lifecycle_in_camel_case(api: Api, pg) -> None:
 async def test_snake_case_and_camel_case_mix_across_events(api: Api) -> None:
     call_id = await initiate(api)
 
-    routed = await send(api, "call_routed", callId=call_id, agentId="agent-x", routing_time=2)
+    routed = await send(
+        api, "call_routed", callId=call_id, agentId="agent-x", routing_time=2, occurredAt=at(2)
+    )
     answered = await send(api, "call_answered", call_id, waitTime=4, occurred_at=at(4))
 
     assert routed[0] == answered[0] == 201, (routed, answered)
@@ -1251,6 +1253,45 @@ async def test_occurred_at_without_a_zone_is_utc(api: Api) -> None:
 
     assert status == 201
     assert body["occurred_at"] == body["timestamp"] == "2024-05-01T12:00:00.000Z"
+
+
+async def test_an_event_dated_before_the_calls_previous_one_is_422_naming_both_times(
+    api: Api, pg
+) -> None:
+    """A sender's clock that runs backwards would give negative durations: refused, said."""
+    call_id = await initiate(api)
+    await move(api, call_id, "call_routed", occurred_at=at(5))
+    await move(api, call_id, "call_answered", occurred_at=at(20))
+    before = await stored(pg, call_id)
+
+    status, answer = await send(
+        api, "call_ended", call_id, end_reason="completed", occurred_at=at(10)
+    )
+
+    assert status == 422, answer
+    assert answer["message"] == (
+        f"occurred_at {iso_ms(10)} is before the call's previous event, at {iso_ms(20)}:"
+        " a call's events come in time order"
+    )
+    assert await stored(pg, call_id) == before
+    # The same moment as the previous event is in order.
+    ended = await move(api, call_id, "call_ended", end_reason="completed", occurred_at=at(20))
+    assert ended["occurred_at"] == iso_ms(20)
+
+
+async def test_an_undated_event_after_a_call_dated_ahead_takes_the_calls_latest_time(
+    api: Api,
+) -> None:
+    """A sender's clock ahead of the platform's: an event it does not date is the platform's
+    now, but never before what the call already holds."""
+    ahead = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    call_id = await initiate(api, occurred_at=ahead)
+
+    routed = await move(api, call_id, "call_routed")
+    ended = await move(api, call_id, "call_ended", end_reason="abandoned")
+
+    started = datetime.fromisoformat(ahead).isoformat(timespec="milliseconds")
+    assert routed["occurred_at"] == ended["occurred_at"] == started.replace("+00:00", "Z")
 
 
 # -- 7. events on simulated calls ------------------------------------------------------------

@@ -34,6 +34,7 @@ def call_row(**overrides: Any) -> dict[str, Any]:
         "answered_at": None,
         "held_at": None,
         "ended_at": None,
+        "last_event_at": CREATED_AT + timedelta(milliseconds=1_517),
     }
     row |= overrides
     if "call_id" in overrides and "ref" not in overrides:
