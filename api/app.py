@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from api import appkeys
 from api.auth import KeyResolver
+from api.cors import enable_cors
 from api.middlewares import authenticate, errors, request_id, security_headers
 from api.realtime.hub import Hub
 from api.routes import setup_routes
@@ -104,4 +105,5 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.on_shutdown.append(_end_streams)
     app.cleanup_ctx.extend([_stores, _recordings, _hub])
     setup_routes(app)
+    enable_cors(app, settings.cors_origins, app[appkeys.ROUTES])
     return app

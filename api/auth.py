@@ -1,18 +1,23 @@
-"""Who is calling: the API key from `Authorization: Bearer`, `X-API-Key` or `access_token=`."""
+"""Who is calling: the API key from `Authorization: Bearer`, `X-API-Key` or `access_token=`,
+or a call's stream token (`token=`, in the stream_url and websocket_url a create returns)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
+import uuid
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
-from core.clock import now_ms
+from core.clock import iso, now_ms
 from core.errors import Unauthorized
-from db.keys import ApiKey, fetch_key_by_hash, hash_secret
+from db.keys import ApiKey, fetch_key_by_hash, fetch_key_by_id, hash_secret
 
 # Keys remembered per process, and unknown secrets (kept apart, so a flood of made-up secrets
 # cannot push the known keys out): each bounded, the oldest forgotten first.
@@ -27,6 +32,38 @@ MISSING = "Missing API key: send Authorization: Bearer <key>, or X-API-Key: <key
 # Schemes a client may mean in an Authorization header: named back when it sends one (any
 # other first word could be the key itself, which is never echoed).
 _SCHEMES = {"basic", "digest", "token", "apikey", "api-key", "key", "bearer"}
+
+
+# The query parameter of a call's stream token.
+STREAM_TOKEN = "token"
+_TOKEN_MAC_BYTES = 16
+_LATEST_EXPIRY_S = 2**40  # far past any real expiry, short of what dates can hold
+
+
+def stream_token(key: ApiKey, ref: str, expires_s: int) -> str:
+    """A token that opens the streams of the call `key` knows as `ref` until `expires_s` (Unix
+    seconds), for a browser's URLs in place of the key. Signed with the key's stored hash, so a
+    deleted or disabled key's tokens die with it: `<key id>.<expiry>.<signature>`."""
+    return f"{uuid.UUID(key.id).hex}.{expires_s}.{_signature(key, ref, expires_s)}"
+
+
+def _signature(key: ApiKey, ref: str, expires_s: int) -> str:
+    signed = f"stream:{key.id}:{ref}:{expires_s}".encode()
+    digest = hmac.digest(key.key_hash, signed, "sha256")[:_TOKEN_MAC_BYTES]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def _token_parts(token: str) -> tuple[str, int, str]:
+    """The key id, expiry and signature a token names; Unauthorized if it is not a token."""
+    key_hex, _, rest = token.partition(".")
+    expires, _, signature = rest.partition(".")
+    try:
+        key_id, expires_s = str(uuid.UUID(hex=key_hex)), int(expires)
+    except ValueError:
+        key_id, expires_s = "", 0
+    if not (key_id and 0 < expires_s < _LATEST_EXPIRY_S and signature):
+        raise Unauthorized("Invalid stream token")
+    return key_id, expires_s, signature
 
 
 def presented_secret(request: web.Request, *, allow_query: bool) -> str | None:
@@ -75,19 +112,45 @@ class KeyResolver:
             raise Unauthorized("API key is disabled")
         return key
 
-    async def _lookup(self, digest: bytes) -> ApiKey | None:
+    async def resolve_stream_token(self, token: str, ref: str) -> ApiKey:
+        """The key whose stream token for the call `ref` this is; Unauthorized when it is
+        expired, for another call, or its key is gone or disabled."""
+        key_id, expires_s, signature = _token_parts(token)
+        if expires_s * 1000 <= now_ms():
+            expired = iso(datetime.fromtimestamp(expires_s, UTC))
+            raise Unauthorized(
+                f"Stream token expired at {expired}: read the call's stream with the API key"
+                " (or access_token=)"
+            )
+        key = await self._lookup(
+            b"id:" + key_id.encode(), lambda: fetch_key_by_id(self._pool, key_id)
+        )
+        if key is None or not hmac.compare_digest(
+            signature.encode(), _signature(key, ref, expires_s).encode()
+        ):
+            raise Unauthorized("Invalid stream token: it opens only the streams of its own call")
+        if not key.enabled:
+            raise Unauthorized("API key is disabled")
+        return key
+
+    async def _lookup(
+        self, cache_key: bytes, fetch: Callable[[], Awaitable[ApiKey | None]] | None = None
+    ) -> ApiKey | None:
+        """The key remembered under `cache_key` (its hash, or `id:` and its id), else fetched
+        (by hash unless `fetch` says otherwise)."""
         now = now_ms()
-        known = self._known.get(digest)
+        known = self._known.get(cache_key)
         if known is not None and known[1] > now:
             return known[0]
-        unknown_until = self._unknown.get(digest)
+        unknown_until = self._unknown.get(cache_key)
         if unknown_until is not None and unknown_until > now:
             return None
-        looking_up = self._looking_up.get(digest)
+        looking_up = self._looking_up.get(cache_key)
         if looking_up is None:
-            looking_up = asyncio.ensure_future(fetch_key_by_hash(self._pool, digest))
-            self._looking_up[digest] = looking_up
-            looking_up.add_done_callback(lambda done: self._remember(digest, done))
+            fetching = fetch() if fetch else fetch_key_by_hash(self._pool, cache_key)
+            looking_up = asyncio.ensure_future(fetching)
+            self._looking_up[cache_key] = looking_up
+            looking_up.add_done_callback(lambda done: self._remember(cache_key, done))
         return await asyncio.shield(looking_up)
 
     def _remember(self, digest: bytes, done: asyncio.Future[ApiKey | None]) -> None:

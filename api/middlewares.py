@@ -16,8 +16,9 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from api import appkeys
-from api.auth import presented_secret
+from api.auth import STREAM_TOKEN, presented_secret
 from core import logs
+from core.call_ids import parse_call_id
 from core.errors import (
     BadRequest,
     Conflict,
@@ -175,9 +176,17 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     match_info = request.match_info
     if match_info.http_exception is not None:
         raise match_info.http_exception
-    route = request.app[appkeys.ROUTES][match_info.route]
-    if route.public:
+    route = request.app[appkeys.ROUTES].get(match_info.route)
+    if route is None or route.public:
+        # Not in the route table: a CORS preflight (api/cors.py), which carries no key.
         return await handler(request)
     secret = presented_secret(request, allow_query=route.query_token)
-    request[appkeys.API_KEY] = await request.app[appkeys.KEYS].resolve(secret)
+    keys = request.app[appkeys.KEYS]
+    token = request.query.get(STREAM_TOKEN) if route.call_token else None
+    if secret is None and token:
+        # The same call id the handler reads (a 400 here if it cannot be one).
+        raw_id = request.match_info.get("call_id") or request.query.get("call_id", "")
+        request[appkeys.API_KEY] = await keys.resolve_stream_token(token, parse_call_id(raw_id))
+    else:
+        request[appkeys.API_KEY] = await keys.resolve(secret)
     return await handler(request)

@@ -80,6 +80,15 @@ def build_document(routes: list[Route], server_url: str) -> dict[str, Any]:
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "accessToken": {"type": "apiKey", "in": "query", "name": "access_token"},
+                "streamToken": {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": "token",
+                    "description": (
+                        "The token in a created call's stream_url and websocket_url: opens that"
+                        " call's streams alone, for STREAM_TOKEN_TTL_S (an hour by default)."
+                    ),
+                },
             },
         },
     }
@@ -121,6 +130,8 @@ def _operation(route: Route) -> dict[str, Any]:
         operation["security"] = []
     elif route.query_token:
         operation["security"] = [{"bearer": []}, {"apiKey": []}, {"accessToken": []}]
+        if route.call_token:
+            operation["security"].append({"streamToken": []})
     if route.body is not None:
         operation["requestBody"] = {
             "required": True,

@@ -36,4 +36,6 @@ class Route:
     public: bool = False
     # Browsers cannot set headers on EventSource or WebSocket: streams take `access_token=`.
     query_token: bool = False
+    # A call's own streams also open with its stream token (`token=`), which names no key.
+    call_token: bool = False
     tag: str = "calls"

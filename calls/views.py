@@ -97,13 +97,14 @@ def call_body(call: Mapping[str, Any], base_url: str) -> dict[str, Any]:
     }
 
 
-def created_body(call: Mapping[str, Any], base_url: str) -> dict[str, Any]:
-    """`POST /calls` 201: the original service's fields plus where to watch the call."""
+def created_body(call: Mapping[str, Any], base_url: str, stream_token: str) -> dict[str, Any]:
+    """`POST /calls` 201: the original service's fields plus where to watch the call, URLs a
+    browser can open as they are (they carry the call's stream token, never the key)."""
     ws_base = "ws" + base_url.removeprefix("http")
     return _identity(call) | {
         "created_at": iso(call["created_at"]),
-        "websocket_url": f"{ws_base}/ws?call_id={call['ref']}",
-        "stream_url": f"{base_url}/calls/{call['ref']}/stream",
+        "websocket_url": f"{ws_base}/ws?call_id={call['ref']}&token={stream_token}",
+        "stream_url": f"{base_url}/calls/{call['ref']}/stream?token={stream_token}",
     }
 
 

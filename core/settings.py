@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Annotated
 from urllib.parse import quote
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
 
 
 class Settings(BaseSettings):
@@ -19,6 +22,9 @@ class Settings(BaseSettings):
     public_base_url: str = ""
     max_body_bytes: int = 64 * 1024
     log_level: str = "INFO"
+    # Origins whose web pages may call the API from a browser (CORS), comma-separated, e.g.
+    # `https://app.example.com,http://localhost:5173`; `*` for any. None by default.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # PostgreSQL: DATABASE_URL wins over the POSTGRES_* parts.
     database_url: str = ""
@@ -120,11 +126,13 @@ class Settings(BaseSettings):
     stream_queue_size: int = 256
     # Streams (SSE and WebSocket) one key may hold open on one API process; more get 429.
     max_streams_per_key: int = Field(default=100, ge=1)
+    # How long the token in a created call's stream_url / websocket_url opens that call's streams.
+    stream_token_ttl_s: int = Field(default=3_600, ge=1, le=7 * 86_400)
 
     @model_validator(mode="before")
     @classmethod
-    def _split_keys(cls, data: dict) -> dict:
-        for name in ("valid_api_keys", "VALID_API_KEYS"):
+    def _split_lists(cls, data: dict) -> dict:
+        for name in ("valid_api_keys", "VALID_API_KEYS", "cors_origins", "CORS_ORIGINS"):
             raw = data.get(name) if isinstance(data, dict) else None
             if isinstance(raw, str):
                 data[name] = [k.strip() for k in raw.split(",") if k.strip()]
@@ -139,6 +147,13 @@ class Settings(BaseSettings):
             )
             if not 0 <= low <= high:
                 raise ValueError(f"{stage}_delay_min_ms must be >= 0 and <= {stage}_delay_max_ms")
+        for origin in self.cors_origins:
+            # What a browser sends as Origin: a scheme and a host, no path (nor trailing /).
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(
+                    f"CORS_ORIGINS holds {origin!r}: each must be * or an origin such as"
+                    " https://app.example.com or http://localhost:5173 (no path, no trailing /)"
+                )
         return self
 
     @property

@@ -31,16 +31,25 @@ class ApiKey:
     max_active_ingested_calls: int | None = None
 
 
+_KEY_COLUMNS = """
+    id::text, name, key_hash, max_concurrent_calls, max_cps, enabled, max_active_ingested_calls
+"""
+
+
 async def fetch_key_by_hash(
     conn: asyncpg.Connection | asyncpg.Pool, key_hash: bytes
 ) -> ApiKey | None:
     row = await conn.fetchrow(
-        """
-        SELECT id::text, name, key_hash, max_concurrent_calls, max_cps, enabled,
-               max_active_ingested_calls
-          FROM api_keys WHERE key_hash = $1 AND deleted_at IS NULL
-        """,
+        f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1 AND deleted_at IS NULL",
         key_hash,
+    )
+    return ApiKey(**dict(row)) if row else None
+
+
+async def fetch_key_by_id(conn: asyncpg.Connection | asyncpg.Pool, key_id: str) -> ApiKey | None:
+    row = await conn.fetchrow(
+        f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = $1::uuid AND deleted_at IS NULL",
+        key_id,
     )
     return ApiKey(**dict(row)) if row else None
 

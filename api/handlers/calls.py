@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from api import appkeys
+from api.auth import stream_token
 from api.handlers.common import base_url, json_body, json_response, path_call
 from api.middlewares import rate_limit_headers
 from api.schemas import CreateCall, ListCalls, parse_body, parse_query
 from calls.views import call_body, created_body
+from core.clock import now_ms
 from core.errors import BadRequest
 from db.calls import CallFilter, fetch_calls_page
 
@@ -47,7 +49,11 @@ async def create_call(request: web.Request) -> web.Response:
         headers = rate_limit_headers(grant.limit, grant.remaining, grant.reset_s, grant.policy)
     if created.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return json_response(created_body(created.call, base_url(request)), status=201, headers=headers)
+    ref = created.call["ref"]
+    expires_s = now_ms() // 1000 + request.app[appkeys.SETTINGS].stream_token_ttl_s
+    token = stream_token(appkeys.api_key(request), ref, expires_s)
+    body = created_body(created.call, base_url(request), token)
+    return json_response(body, status=201, headers=headers)
 
 
 async def list_calls(request: web.Request) -> web.Response:

@@ -16,11 +16,11 @@ async def test_create_call_answers_201_with_the_original_fields(api: Api) -> Non
     assert body["from"] == "+1234567890" and body["to"] == "+0987654321"
     assert body["metadata"] == {"test": True}
     uuid.UUID(body["call_id"])
-    assert (
-        body["websocket_url"]
-        == f"ws://127.0.0.1:{api.platform.api_port}/ws?call_id={body['call_id']}"
+    assert body["websocket_url"].startswith(
+        f"ws://127.0.0.1:{api.platform.api_port}/ws?call_id={body['call_id']}&token="
     )
-    assert body["stream_url"].endswith(f"/calls/{body['call_id']}/stream")
+    assert f"/calls/{body['call_id']}/stream?token=" in body["stream_url"]
+    assert api.key not in body["websocket_url"] + body["stream_url"]
     assert body["created_at"].endswith("Z")
 
 

@@ -4,6 +4,7 @@ against a live platform (only the address changes)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 
@@ -48,8 +49,11 @@ async def test_the_curl_tour_runs_as_pasted(platform: Platform) -> None:
         assert '"error"' not in output, output
     health, create, follow, websocket, events, lists = happy
     assert '"status":"healthy"' in health and '"status":"ready"' in health
-    call_id = create.strip().splitlines()[-1]
-    assert re.fullmatch(r"[0-9a-f-]{36}", call_id)
+    # The block shows what it prints: the create's answer, with the URLs a browser opens.
+    created = json.loads(create.strip().splitlines()[-1])
+    assert re.fullmatch(r"[0-9a-f-]{36}", created["call_id"])
+    assert f"/calls/{created['call_id']}/stream?token=" in created["stream_url"]
+    assert "&token=" in created["websocket_url"]
     assert "event: call" in follow and '"status":"COMPLETED"' in follow
     assert "200 audio/x-wav" in follow
     assert '"status":"COMPLETED"' in websocket

@@ -153,3 +153,25 @@ def test_scripts_run_help_and_mistakes_are_answered_before_any_set_up(
     assert taken.stderr.strip().startswith("mock-comms: port ")
     assert "is taken: the platform (or something else) is already running there" in taken.stderr
     assert "\n" not in taken.stderr.strip()
+
+
+def test_scripts_run_names_only_the_processes_it_starts(platform: Platform) -> None:
+    """The banner gives the API's address, and rq-dashboard's only when it was asked for."""
+    port = free_port()
+    started = subprocess.Popen(
+        [str(ROOT / "scripts" / "run"), "web=1"],
+        cwd=ROOT,
+        env=platform.env | {"PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert started.stderr is not None
+        banner = next(line for line in started.stderr if " starting " in line)
+    finally:
+        os.killpg(started.pid, signal.SIGINT)
+        started.wait(timeout=10)
+    assert f"API: http://127.0.0.1:{port}" in banner
+    assert "rq-dashboard" not in banner

@@ -50,7 +50,7 @@ def test_call_body_flags_are_a_list() -> None:
 
 
 def test_created_body_has_the_original_fields_and_where_to_watch() -> None:
-    body = created_body(call_row(status="QUEUED", seq=1), "http://localhost:3000")
+    body = created_body(call_row(status="QUEUED", seq=1), "http://localhost:3000", "t.1.s")
 
     assert body == {
         "call_id": CALL_ID,
@@ -59,13 +59,13 @@ def test_created_body_has_the_original_fields_and_where_to_watch() -> None:
         "to": "+0987654321",
         "metadata": {"campaign": "spring", "attempt": 1, "tags": ["vip"]},
         "created_at": "2026-11-23T12:00:00.123Z",
-        "websocket_url": f"ws://localhost:3000/ws?call_id={CALL_ID}",
-        "stream_url": f"http://localhost:3000/calls/{CALL_ID}/stream",
+        "websocket_url": f"ws://localhost:3000/ws?call_id={CALL_ID}&token=t.1.s",
+        "stream_url": f"http://localhost:3000/calls/{CALL_ID}/stream?token=t.1.s",
     }
 
 
 def test_created_body_websocket_url_is_secure_behind_https() -> None:
-    body = created_body(call_row(status="QUEUED"), "https://api.example.com")
+    body = created_body(call_row(status="QUEUED"), "https://api.example.com", "t.1.s")
 
-    assert body["websocket_url"] == f"wss://api.example.com/ws?call_id={CALL_ID}"
-    assert body["stream_url"] == f"https://api.example.com/calls/{CALL_ID}/stream"
+    assert body["websocket_url"] == f"wss://api.example.com/ws?call_id={CALL_ID}&token=t.1.s"
+    assert body["stream_url"] == f"https://api.example.com/calls/{CALL_ID}/stream?token=t.1.s"

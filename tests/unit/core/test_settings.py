@@ -62,6 +62,28 @@ def test_valid_api_keys_given_as_a_string_argument_are_split() -> None:
     assert Settings(_env_file=None, valid_api_keys="one,two").valid_api_keys == ["one", "two"]
 
 
+def test_cors_origins_are_none_by_default_and_split_from_a_comma_string(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings(_env_file=None).cors_origins == []
+    monkeypatch.setenv("CORS_ORIGINS", "https://app.example.com, http://localhost:5173")
+
+    assert Settings(_env_file=None).cors_origins == [
+        "https://app.example.com",
+        "http://localhost:5173",
+    ]
+
+
+@pytest.mark.parametrize(
+    "origin", ["https://app.example.com/", "app.example.com", "https://a.example.com/path"]
+)
+def test_a_cors_origin_that_no_browser_sends_is_refused_naming_it(origin: str) -> None:
+    """A trailing slash or a path would match no request's Origin: said at start, not a
+    silent refusal in every browser."""
+    with pytest.raises(ValidationError, match="CORS_ORIGINS holds"):
+        Settings(_env_file=None, cors_origins=origin)
+
+
 def test_database_url_wins_over_postgres_parts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://app:secret@pg.internal:6543/calls")
     monkeypatch.setenv("POSTGRES_HOST", "elsewhere")
