@@ -15,8 +15,9 @@ from calls import metrics as shared_metrics
 from calls.live import LiveState
 from calls.storage import Location, RecordingStorage, download_name, storage_for
 from calls.stores import Stores
-from calls.timers import Timers
+from calls.timers import DueTimer, Timers
 from core import keys
+from core.clock import now_ms
 from db import recordings as db_recordings
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,13 @@ class Recordings:
         if self._rng.random() < self._stores.settings.upload_failure_probability:
             raise UploadFailed("injected upload failure (UPLOAD_FAILURE_PROBABILITY)")
         return await self._storage.put(call_id, self._source)
+
+    async def work(self, due: Sequence[DueTimer]) -> None:
+        """Work off due `upl` timers: attempt the uploads they are for."""
+        await self.upload([keys.timer_call_id(timer.member) for timer in due])
+
+    async def flush(self) -> None:
+        """Nothing to add to /metrics at the end of a job: each batch counts its attempts."""
 
     async def upload(self, call_ids: Sequence[str]) -> dict[str, int]:
         """Attempt the uploads of `call_ids`; returns how many were stored, retried and failed.
@@ -130,3 +138,25 @@ class Recordings:
     async def aclose(self) -> None:
         """Close the storage's client; the process's lifetime (app cleanup, Runtime) calls it."""
         await self._storage.aclose()
+
+
+async def resume_uploads(stores: Stores, limit: int) -> int:
+    """Re-arm uploads whose timer was lost, and attempts whose worker died."""
+    settings = stores.settings
+    rows = await db_recordings.fetch_stranded_uploads(
+        stores.pool, settings.reconcile_grace_ms, settings.upload_attempt_timeout_ms, limit
+    )
+    if not rows:
+        return 0
+    members = [keys.upload_timer(row["call_id"]) for row in rows]
+    waiting = await Timers(stores.redis).pending(members)
+    lost = [row for row, wait in zip(rows, waiting, strict=True) if not wait]
+    await db_recordings.reopen_uploads(
+        stores.pool, [row["call_id"] for row in lost if row["status"] == "uploading"]
+    )
+    now = now_ms()
+    async with stores.redis.pipeline(transaction=False) as pipe:
+        for row in lost:
+            Timers.schedule(pipe, keys.upload_timer(row["call_id"]), now)
+        await pipe.execute()
+    return len(lost)

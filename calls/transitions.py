@@ -20,7 +20,15 @@ from calls.views import message_of
 from core import keys, logs
 from core.clock import now_ms
 from core.errors import Conflict, InvalidTransition
-from core.lifecycle import TARGET_OF, Event, Status, next_status, timer_delay_ms
+from core.lifecycle import (
+    TARGET_OF,
+    Event,
+    Status,
+    event_between,
+    next_status,
+    timed_target,
+    timer_delay_ms,
+)
 from core.limiter import CallKind, slot_set
 from core.redis_mux import Batch
 from core.rules import Durations, Thresholds, raised_flags
@@ -30,17 +38,6 @@ from db.calls import Transition
 log = logging.getLogger(__name__)
 
 Row = Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Move:
-    """A timer's move: take `call_id` from the state it entered at `from_seq` to `to_status`."""
-
-    call_id: str
-    from_seq: int
-    from_status: str
-    to_status: str
-    event: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +62,13 @@ class Transitions:
         )
         self._rng = rng or random.Random()
 
-    async def move(self, moves: Sequence[Move]) -> list[Row]:
-        """Apply the timers' moves whose call is still at the seq they were set at.
+    async def fire(self, timers: Sequence[keys.AdvanceTimer]) -> list[Row]:
+        """Move on the calls whose timers fell due, each only if it is still in the state its
+        timer was set in (the seq and the state both); the next state is decided here.
 
         A late timer, a duplicate job or a racing event finds the call moved on and is a no-op.
         """
-        unique = list({m.call_id: m for m in moves}.values())
+        unique = list({t.call_id: t for t in timers}.values())
         if not unique:
             return []
         # No lock and no transaction: read, decide, then one statement writes each move only
@@ -78,17 +76,34 @@ class Transitions:
         # UPDATE, write and COMMIT took four). A call an event moved in between is left alone,
         # as its timer is stale by then.
         now = datetime.now(UTC)
-        pool = self._stores.lookups
-        current = await db_calls.fetch_calls(pool, [m.call_id for m in unique])
+        current = await db_calls.fetch_calls(self._stores.lookups, [t.call_id for t in unique])
         decided = [
-            self.decide(row, Event(m.event), occurred_at=now)
-            for m in unique
-            if (row := current.get(m.call_id)) is not None
-            and row["seq"] == m.from_seq
-            and row["status"] == m.from_status
-            and next_status(Status(row["status"]), Event(m.event)) == m.to_status
+            transition
+            for t in unique
+            if (row := current.get(t.call_id)) is not None
+            and (row["seq"], row["status"]) == (t.seq, t.status)
+            and (transition := self.decide_timed(row, occurred_at=now)) is not None
         ]
-        decided.sort(key=lambda t: t.call_id)  # the order rows are met in, as far as it goes
+        return await self.write(decided)
+
+    def decide_timed(self, call: Row, *, occurred_at: datetime) -> Transition | None:
+        """The move a simulated call's timer makes from the state it is in, or None where it
+        waits for an event (ON_HOLD) or has ended."""
+        current = Status(call["status"])
+        target = timed_target(current, self._stores.settings, self._rng)
+        if target is None:
+            return None
+        event = event_between(current, target)
+        assert event is not None, f"{current} -> {target} is a move of the state machine"
+        return self.decide(call, event, occurred_at=occurred_at)
+
+    async def write(self, decided: list[Transition]) -> list[Row]:
+        """Write transitions in one statement (compare-and-set) and make them visible; returns
+        the calls moved (one that moved on since it was read is missing)."""
+        if not decided:
+            return []
+        decided = sorted(decided, key=lambda t: t.call_id)  # as write_transitions says
+        pool = self._stores.lookups
         try:
             rows = await db_calls.write_transitions(pool, decided)
         except asyncpg.DeadlockDetectedError:

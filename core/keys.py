@@ -6,6 +6,8 @@ state stays on one shard and the limiter's two keys of one API key share a slot.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 PREFIX = "mc"
 
 # Pub/sub channel of every transition; each API process holds one subscription to it.
@@ -83,20 +85,31 @@ def key_id_of_leases(lease_key: str) -> str:
     return lease_key.split("{", 1)[1].split("}", 1)[0]
 
 
-# Timer members: "adv:<call id>:<seq>:<state>" and "upl:<call id>", one sorted set per kind
-# (scored by due time in epoch ms), so each kind's jobs take only their own.
+# Timed work: one sorted set of timers per kind (scored by due time in epoch ms), so each kind's
+# jobs take only their own. The kinds register their handlers in calls/timed_work.py. Members:
+#   "adv:<call id>:<seq>:<state>"  move a simulated call on from the state it entered at seq
+#   "upl:<call id>"                (re)try the upload of a call's recording
 ADVANCE = "adv"
 UPLOAD = "upl"
 TIMER_KINDS = (ADVANCE, UPLOAD)
 
 
 def timers(kind: str) -> str:
-    """Sorted set of the timers of one kind (`ADVANCE`, `UPLOAD`)."""
+    """Sorted set of the timers of one kind (`TIMER_KINDS`)."""
     return f"{PREFIX}:timers:{kind}"
 
 
 def timer_kind(member: str) -> str:
     return member.split(":", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class AdvanceTimer:
+    """What an `ADVANCE` member says: move `call_id` on from `status`, entered at `seq`."""
+
+    call_id: str
+    seq: int
+    status: str
 
 
 def advance_timer(call_id: str, seq: int, status: str) -> str:
@@ -108,6 +121,17 @@ def advance_timer(call_id: str, seq: int, status: str) -> str:
     return f"{ADVANCE}:{call_id}:{seq}:{status}"
 
 
+def parse_advance_timer(member: str) -> AdvanceTimer:
+    """The call, seq and state an `advance_timer` member names."""
+    _, call_id, seq, status = member.split(":")
+    return AdvanceTimer(call_id, int(seq), status)
+
+
 def upload_timer(call_id: str) -> str:
     """Timer that (re)tries the recording upload of a call."""
     return f"{UPLOAD}:{call_id}"
+
+
+def timer_call_id(member: str) -> str:
+    """The call a timer of one call (`upload_timer`, ...) is for."""
+    return member.split(":", 2)[1]

@@ -12,8 +12,10 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from calls.moves import Moves
 from calls.recordings import Recordings
 from calls.stores import Stores
+from calls.timed_work import KINDS, Handler
 from calls.timers import Timers
 from calls.transitions import Transitions
 from core.settings import Settings, get_settings
@@ -38,6 +40,9 @@ class Runtime:
         self.transitions = Transitions(self.stores)
         self.timers = Timers(self.stores.mux)
         self.recordings = Recordings(self.stores)
+        self.moves = Moves(self.stores, self.transitions)
+        # The handler of each kind of timed work, by kind.
+        self.handlers: dict[str, Handler] = {kind.name: kind.handler(self) for kind in KINDS}
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run `coro` on the process's loop and wait for its result."""

@@ -121,3 +121,15 @@ async def test_popped_timer_is_no_longer_pending(redis: FakeRedis) -> None:
     await timers.pop_due(NOW_MS, limit=10)
 
     assert await timers.pending(["adv:call-1:1:QUEUED"]) == [False]
+
+
+def test_an_advance_member_is_parsed_back_into_what_made_it() -> None:
+    member = keys.advance_timer("0b6f4c3e-2f4a-4d9e-9a57-3c1f1d2e8b01", 3, "ANSWERED")
+
+    parsed = keys.parse_advance_timer(member)
+
+    assert parsed == keys.AdvanceTimer("0b6f4c3e-2f4a-4d9e-9a57-3c1f1d2e8b01", 3, "ANSWERED")
+
+
+def test_the_call_of_an_upload_timer_is_read_from_its_member() -> None:
+    assert keys.timer_call_id(keys.upload_timer("call-2")) == "call-2"
