@@ -83,6 +83,16 @@ class Message(BaseModel):
     timestamp: str
 
 
+EndReason = Literal["completed", "no_answer", "busy", "failed", "canceled", "abandoned", "timeout"]
+
+
+class StatusUpdate(Message):
+    """A transition as a status callback carries it (the body POSTed to `status_callback`), and
+    as `advance` and `hangup` answer it."""
+
+    end_reason: EndReason | None = Field(description="Why the call ended; null before COMPLETED.")
+
+
 class StoredEvent(Message):
     event_id: str | None
     raised_flags: list[Flag] = Field(description="The flags this event raised.")

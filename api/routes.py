@@ -24,6 +24,8 @@ ROUTES: list[Route] = [
           headers={"Idempotency-Key": "A repeat replays the first answer; the same key with another body is a 422."}),
     Route("GET",  "/calls",         calls.list_calls, "The key's calls, newest first", {200: models.CallPage}, (400,), query=schemas.ListCalls),
     Route("GET",  "/calls/{call_id}", calls.get_call, "One call",                     {200: models.Call}, (400, 404)),
+    Route("POST", "/calls/{call_id}/advance", calls.advance_call, "Move a simulated call to its next timed state now", {200: models.StatusUpdate}, (400, 404, 409), query=schemas.Advance),
+    Route("POST", "/calls/{call_id}/hangup", calls.hang_up_call, "End a simulated call now, as its caller hanging up", {200: models.StatusUpdate}, (400, 404, 409)),
     Route("GET",  "/calls/{call_id}/events", events.call_events, "A call's history, in order, a page at a time", {200: models.History}, (400, 404), query=schemas.HistoryPage, tag="events"),
     Route("GET",  "/calls/{call_id}/recording", recordings.get_recording, "A call's recording", {200: AUDIO}, (400, 404)),
     Route("GET",  "/calls/{call_id}/stream", streams.call_stream, "Follow one call (SSE)", {200: SSE}, (400, 404), query_token=True, tag="realtime",

@@ -17,10 +17,18 @@ from pydantic import (
     Strict,
     StrictStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
 from calls.events import PostedEvent
+from calls.scenarios import (
+    MAX_FAIL_UPLOAD_ATTEMPTS,
+    MAX_SCENARIO_MS,
+    MAX_SEED,
+    Outcome,
+    Scenario,
+)
 from calls.transitions import Reported
 from core.call_ids import REF_RULE, parse_call_id
 from core.errors import BadRequest, DomainError
@@ -63,12 +71,61 @@ IsoDateTime = Annotated[datetime, BeforeValidator(_iso_date_time), AfterValidato
 PhoneNumber = Annotated[StrictStr, Field(pattern=r"^\+[0-9]{2,15}$")]
 
 
+ScenarioMs = Annotated[int, Strict(), Field(ge=0, le=MAX_SCENARIO_MS)]
+
+
+class ScenarioBody(BaseModel):
+    """A simulated call's scripted course; every field optional. Times are real milliseconds
+    (TIME_SCALE does not apply to them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: Outcome | None = Field(
+        default=None,
+        description="How the call ends (its end_reason); unscripted: drawn as for any call.",
+    )
+    ring_ms: ScenarioMs | None = Field(default=None, description="RINGING until answered or not.")
+    talk_ms: ScenarioMs | None = Field(
+        default=None, description="ANSWERED until COMPLETED, the hold included (answered only)."
+    )
+    hold_ms: ScenarioMs | None = Field(
+        default=None,
+        description="An ON_HOLD this long in the middle of the talk (answered only; 0: none).",
+    )
+    fail_upload_attempts: Annotated[int, Strict(), Field(ge=0, le=MAX_FAIL_UPLOAD_ATTEMPTS)] = (
+        Field(default=0, description="The recording upload's first attempts that fail.")
+    )
+    seed: Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)] | None = Field(
+        default=None, description="Makes every choice left open the same, run after run."
+    )
+
+    @field_validator("talk_ms", "hold_ms")
+    @classmethod
+    def _answered_only(cls, value: int | None, info: ValidationInfo) -> int | None:
+        outcome = info.data.get("outcome")
+        if value is not None and outcome not in (None, Outcome.COMPLETED):
+            raise ValueError(f"applies only to an answered call, not to outcome {outcome}")
+        return value
+
+    @field_validator("hold_ms")
+    @classmethod
+    def _within_the_talk(cls, value: int | None, info: ValidationInfo) -> int | None:
+        talk_ms = info.data.get("talk_ms")
+        if value is not None and talk_ms is not None and value > talk_ms:
+            raise ValueError(f"must not be longer than talk_ms ({talk_ms})")
+        return value
+
+    def scenario(self) -> Scenario:
+        return Scenario(**self.model_dump())
+
+
 class CreateCall(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     from_: PhoneNumber = Field(alias="from")
     to: PhoneNumber
     metadata: dict[str, Any] = Field(default_factory=dict)
+    scenario: ScenarioBody | None = None
 
 
 MAX_PAGE_SIZE = 100
@@ -107,6 +164,17 @@ class HistoryPage(BaseModel):
     @classmethod
     def _cap(cls, value: int) -> int:
         return min(value, MAX_HISTORY_PAGE)
+
+
+class Advance(BaseModel):
+    """`POST /calls/{id}/advance`: where to take the call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: Status | None = Field(
+        default=None,
+        description="Run the call through every state up to this one (default: the next).",
+    )
 
 
 # Events: one model per event type, told apart by `event`. Durations are seconds.
@@ -235,6 +303,7 @@ _HINTS = {
     "dict_type": "must be a JSON object",
     "extra_forbidden": "is not a known field",
     "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
     "float_type": "must be a number of seconds",
     "greater_than_equal": "is too small",
     "less_than_equal": "is too large",

@@ -52,10 +52,14 @@ class Recordings:
         base = self._stores.settings.upload_backoff_base_ms * 2 ** (attempt - 1)
         return self._stores.settings.scaled_ms(base * self._rng.uniform(0.8, 1.2))
 
-    async def _store(self, call_id: str) -> str:
+    async def _store(self, claim: Mapping[str, Any]) -> str:
+        if claim["attempts"] <= claim["fail_attempts"]:
+            raise UploadFailed(
+                f"scripted upload failure (scenario fail_upload_attempts {claim['fail_attempts']})"
+            )
         if self._rng.random() < self._stores.settings.upload_failure_probability:
             raise UploadFailed("injected upload failure (UPLOAD_FAILURE_PROBABILITY)")
-        return await self._storage.put(call_id, self._source)
+        return await self._storage.put(claim["call_id"], self._source)
 
     async def work(self, due: Sequence[DueTimer]) -> None:
         """Work off due `upl` timers: attempt the uploads they are for."""
@@ -100,7 +104,7 @@ class Recordings:
         settings = self._stores.settings
         call_id = claim["call_id"]
         try:
-            storage_key = await self._store(call_id)
+            storage_key = await self._store(claim)
         except Exception as exc:
             retry_in = self.backoff_ms(claim["attempts"])
             outcome = await db_recordings.fail_upload(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from calls.batches import Batcher
 from calls.live import LiveState
+from calls.scenarios import Scenario, make_plan
 from calls.stores import Stores
 from core import logs
 from core.call_ids import CallRef
@@ -51,8 +52,10 @@ class CallService:
         to_number: str,
         metadata: dict[str, Any],
         idempotency_key: str | None = None,
+        scenario: Scenario | None = None,
     ) -> Created:
-        """Create a simulated call within the key's limits and start its timers.
+        """Create a simulated call within the key's limits and start its timers; a `scenario`
+        fixes its course (calls/scenarios.py).
 
         The call is committed to PostgreSQL before this returns. A request refused by a limit, or
         repeating an Idempotency-Key, takes no limit slot.
@@ -60,9 +63,10 @@ class CallService:
         settings = self._stores.settings
         fingerprint = None
         if idempotency_key is not None:
-            fingerprint = request_fingerprint(
-                {"from": from_number, "to": to_number, "metadata": metadata}
-            )
+            asked: dict[str, Any] = {"from": from_number, "to": to_number, "metadata": metadata}
+            if scenario is not None:
+                asked["scenario"] = asdict(scenario)
+            fingerprint = request_fingerprint(asked)
             earlier = await self._replay(key, idempotency_key, fingerprint)
             if earlier is not None:
                 return earlier
@@ -85,6 +89,7 @@ class CallService:
                 idempotency_key=idempotency_key,
                 request_hash=fingerprint,
                 request_id=logs.request_id.get(),
+                scenario=None if scenario is None else make_plan(scenario, settings).as_json(),
             )
         )
         row = await self._limiter.keep_if_created(inserted, key.id, call_id)

@@ -14,21 +14,14 @@ import asyncpg
 
 from calls.live import LiveState
 from calls.publisher import Outgoing, Publisher
+from calls.scenarios import next_step, rest_ms
 from calls.stores import Stores
 from calls.timers import Timers
 from calls.views import message_of
 from core import keys, logs
 from core.clock import now_ms
 from core.errors import Conflict, InvalidTransition
-from core.lifecycle import (
-    TARGET_OF,
-    Event,
-    Status,
-    event_between,
-    next_status,
-    timed_target,
-    timer_delay_ms,
-)
+from core.lifecycle import TARGET_OF, Event, Status, next_status
 from core.limiter import CallKind, slot_set
 from core.redis_mux import Batch
 from core.rules import Durations, Thresholds, raised_flags
@@ -86,16 +79,15 @@ class Transitions:
         ]
         return await self.write(decided)
 
-    def decide_timed(self, call: Row, *, occurred_at: datetime) -> Transition | None:
-        """The move a simulated call's timer makes from the state it is in, or None where it
-        waits for an event (ON_HOLD) or has ended."""
-        current = Status(call["status"])
-        target = timed_target(current, self._stores.settings, self._rng)
-        if target is None:
+    def decide_timed(
+        self, call: Row, *, occurred_at: datetime, toward: Status | None = None
+    ) -> Transition | None:
+        """The move a simulated call's timer makes from the state it is in (calls/scenarios.py),
+        or None where it waits for an event (ON_HOLD) or has ended. `toward`: see next_step."""
+        step = next_step(call, self._stores.settings, self._rng, toward)
+        if step is None:
             return None
-        event = event_between(current, target)
-        assert event is not None, f"{current} -> {target} is a move of the state machine"
-        return self.decide(call, event, occurred_at=occurred_at)
+        return self.decide(call, step.event, occurred_at=occurred_at, end_reason=step.end_reason)
 
     async def write(self, decided: list[Transition]) -> list[Row]:
         """Write transitions in one statement (compare-and-set) and make them visible; returns
@@ -304,7 +296,7 @@ class Transitions:
                 pipe.zrem(slot_set(CallKind(row["kind"]), row["key_id"]), call_id)
                 Timers.schedule(pipe, keys.upload_timer(call_id), now)
             elif row["kind"] == "simulated":
-                delay = timer_delay_ms(status, settings, self._rng)
+                delay = rest_ms(row, settings, self._rng)
                 if delay is not None:
                     member = keys.advance_timer(call_id, row["seq"], status)
                     Timers.schedule(pipe, member, now + delay)

@@ -94,19 +94,3 @@ def longest_delay_ms(current: Status, settings: Settings) -> int:
     """The longest a simulated call may rest in `current` before its timer fires."""
     stage = _TIMED.get(current)
     return settings.scaled_ms(getattr(settings, f"{stage}_delay_max_ms")) if stage else 0
-
-
-def timed_target(
-    current: Status, settings: Settings, rng: random.Random | None = None
-) -> Status | None:
-    """Where a simulated call goes when its timer in `current` fires (70% of rung calls answer)."""
-    match current:
-        case Status.QUEUED:
-            return Status.RINGING
-        case Status.RINGING:
-            answered = (rng or random).random() < settings.answer_probability
-            return Status.ANSWERED if answered else Status.UNANSWERED
-        case Status.ANSWERED | Status.UNANSWERED:
-            return Status.COMPLETED
-        case _:
-            return None

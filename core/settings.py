@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     unanswered_delay_min_ms: int = 1_000
     unanswered_delay_max_ms: int = 2_000
     answer_probability: float = Field(default=0.7, ge=0.0, le=1.0)
+    # Shares of unscripted calls that end busy or failed (taken from the unanswered ones); the
+    # rest of the unanswered end no_answer.
+    busy_probability: float = Field(default=0.0, ge=0.0, le=1.0)
+    failed_probability: float = Field(default=0.0, ge=0.0, le=1.0)
     # Multiplies every lifecycle delay and backoff: 0.01 runs a call's life in ~0.1 s.
     time_scale: float = Field(default=1.0, gt=0.0)
 
@@ -136,6 +140,11 @@ class Settings(BaseSettings):
             )
             if not 0 <= low <= high:
                 raise ValueError(f"{stage}_delay_min_ms must be >= 0 and <= {stage}_delay_max_ms")
+        shares = self.answer_probability + self.busy_probability + self.failed_probability
+        if shares > 1.0 + 1e-9:
+            raise ValueError(
+                "answer_probability + busy_probability + failed_probability must be at most 1"
+            )
         return self
 
     @property

@@ -22,7 +22,7 @@ CALL_COLUMNS = """
     status, seq,
     from_number, to_number, metadata, flags, recording_url, call_type, queue_id, agent_id,
     end_reason, created_at, updated_at, status_changed_at, started_at, routed_at, answered_at,
-    held_at, ended_at, request_id
+    held_at, ended_at, request_id, scenario
 """
 
 
@@ -67,6 +67,8 @@ class NewCall:
     # The sender's own name for the call (its call_id is then derived from it); None when the
     # platform made the id.
     ref: str | None = None
+    # The plan its scenario made (calls/scenarios.py), for a call created with one.
+    scenario: dict[str, Any] | None = None
 
     @property
     def namesake_id(self) -> str | None:
@@ -105,17 +107,17 @@ async def insert_calls(conn: Executor, new: Sequence[NewCall]) -> list[asyncpg.R
             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
                                  $6::text[], $7::text[], $8::bytea[], $9::text[], $10::text[],
                                  $11::timestamptz[], $12::text[], $13::text[], $14::text[],
-                                 $15::text[], $16::uuid[])
+                                 $15::text[], $16::uuid[], $17::text[])
                 AS i(id, api_key_id, kind, from_number, to_number, metadata, idempotency_key,
                      request_hash, call_type, queue_id, started_at, event_id, data, request_id,
-                     ref, namesake_id)
+                     ref, namesake_id, scenario)
         ), created AS (
             INSERT INTO calls (id, api_key_id, kind, status, from_number, to_number, metadata,
                                idempotency_key, request_hash, call_type, queue_id, started_at,
-                               request_id, ref)
+                               request_id, ref, scenario)
             SELECT id, api_key_id, kind, 'QUEUED', from_number, to_number, metadata::jsonb,
                    idempotency_key, request_hash, call_type, queue_id,
-                   coalesce(started_at, now()), request_id, ref
+                   coalesce(started_at, now()), request_id, ref, scenario::jsonb
               FROM input
              WHERE NOT EXISTS (
                    SELECT 1 FROM calls c
@@ -160,6 +162,7 @@ async def insert_calls(conn: Executor, new: Sequence[NewCall]) -> list[asyncpg.R
         [c.request_id for c in unique],
         [c.ref for c in unique],
         [c.namesake_id for c in unique],
+        [None if c.scenario is None else orjson.dumps(c.scenario).decode() for c in unique],
     )
     by_id = {row["call_id"]: row for row in rows}
     return [by_id.get(c.call_id) if firsts.get(c.call_id) is c else None for c in new]

@@ -11,14 +11,16 @@ from db.calls import CALL_COLUMNS, NAMED_CALL, Executor, named_call_args
 
 
 async def claim_uploads(conn: Executor, call_ids: Sequence[str]) -> list[asyncpg.Record]:
-    """Mark pending uploads as uploading and count the attempt; others are skipped (duplicates)."""
+    """Mark pending uploads as uploading and count the attempt; others are skipped (duplicates).
+    Each comes with how many first attempts its call's scenario makes fail."""
     return await conn.fetch(
         """
         UPDATE recordings r
            SET status = 'uploading', attempts = attempts + 1, updated_at = now()
           FROM calls c
          WHERE r.call_id = ANY($1::uuid[]) AND r.status = 'pending' AND c.id = r.call_id
-        RETURNING r.call_id::text, coalesce(c.ref, c.id::text) AS ref, r.attempts, c.request_id
+        RETURNING r.call_id::text, coalesce(c.ref, c.id::text) AS ref, r.attempts, c.request_id,
+                  coalesce((c.scenario->>'fail_upload_attempts')::int, 0) AS fail_attempts
         """,
         list(call_ids),
     )
