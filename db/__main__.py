@@ -23,8 +23,10 @@ from db.keys import (
     KeyInfo,
     Unchanged,
     fetch_keys,
+    fetch_signing_secret,
     insert_key,
     new_secret,
+    rotate_signing_secret,
     seed_keys,
     update_key,
 )
@@ -126,14 +128,21 @@ async def _keys_create(conn: asyncpg.Connection, args: argparse.Namespace) -> No
         field: None if value is UNCHANGED else value for field, value in _limits_given(args).items()
     }
     secret = new_secret()
-    key = await insert_key(conn, args.name, secret, **limits)
+    async with conn.transaction():
+        key = await insert_key(conn, args.name, secret, **limits)
+        signing_secret = await fetch_signing_secret(conn, args.name)
     print(f"created API key {key.name!r} (prefix {key.key_prefix}, {_limits_text(key)})")
     print()
     print(f"    {secret}")
     print()
+    print("and the signing secret of its status callbacks (X-MockComms-Signature):")
+    print()
+    print(f"    {signing_secret}")
+    print()
     print(
-        "Copy the secret now: it is shown only this once and cannot be shown again "
-        "(only its hash is stored)."
+        "Copy both now: the API secret is shown only this once and cannot be shown again "
+        "(only its hash is stored); the signing secret can be replaced with "
+        f"`python -m db keys rotate-signing-secret {key.name}`."
     )
 
 
@@ -193,6 +202,15 @@ async def _keys_set_limits(conn: asyncpg.Connection, args: argparse.Namespace) -
     print(await _announce(change))
 
 
+async def _keys_rotate_signing_secret(conn: asyncpg.Connection, args: argparse.Namespace) -> None:
+    secret = await rotate_signing_secret(conn, args.name)
+    print(
+        f"API key {args.name!r} has a new signing secret: its status callbacks are signed with it"
+        " from their next attempt on, and no longer with the old one."
+    )
+    print(secret)
+
+
 # -- command line ----------------------------------------------------------------------------
 
 
@@ -206,7 +224,9 @@ def _parser() -> argparse.ArgumentParser:
         "seed-keys", help="make sure every secret of VALID_API_KEYS is a key"
     ).set_defaults(run=_seed_keys)
 
-    keys = commands.add_parser("keys", help="create, list, enable, disable keys, set limits")
+    keys = commands.add_parser(
+        "keys", help="create, list, enable, disable keys, set limits, rotate signing secrets"
+    )
     actions = keys.add_subparsers(dest="keys_command", required=True, metavar="action")
     limit_help = "a positive integer, or 'default' for the platform default"
 
@@ -229,6 +249,13 @@ def _parser() -> argparse.ArgumentParser:
     for _, option, _ in LIMITS:
         set_limits.add_argument(option, metavar="N|default", help=limit_help)
     set_limits.set_defaults(run=_keys_set_limits, check=_check_set_limits)
+
+    rotate = actions.add_parser(
+        "rotate-signing-secret",
+        help="give a key a new signing secret for its status callbacks (printed last)",
+    )
+    rotate.add_argument("name")
+    rotate.set_defaults(run=_keys_rotate_signing_secret)
     return parser
 
 
