@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -21,6 +21,7 @@ from pydantic import (
     field_validator,
 )
 
+from calls.destinations import MAX_URL_LENGTH
 from calls.events import PostedEvent
 from calls.scenarios import (
     MAX_FAIL_UPLOAD_ATTEMPTS,
@@ -126,6 +127,23 @@ class CreateCall(BaseModel):
     to: PhoneNumber
     metadata: dict[str, Any] = Field(default_factory=dict)
     scenario: ScenarioBody | None = None
+    status_callback: Annotated[StrictStr, Field(min_length=1, max_length=MAX_URL_LENGTH)] | None = (
+        Field(
+            default=None,
+            description="An http(s) URL each transition of the call is POSTed to, signed; its"
+            " host must be in CALLBACK_ALLOWED_HOSTS (by default: loopback only).",
+        )
+    )
+    status_callback_events: (
+        Annotated[list[Status], Field(min_length=1, max_length=2 * len(Status))] | None
+    ) = Field(default=None, description="The statuses to call back (default: every one).")
+
+    @field_validator("status_callback_events")
+    @classmethod
+    def _with_a_callback(cls, value: list[Status] | None, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("status_callback", "") is None:
+            raise ValueError("needs a status_callback")
+        return None if value is None else list(dict.fromkeys(value))
 
 
 MAX_PAGE_SIZE = 100
@@ -149,21 +167,36 @@ class ListCalls(BaseModel):
 
 
 MAX_HISTORY_PAGE = 1_000
+# Deliveries a page of a call's callbacks holds, each with its attempts (CALLBACK_MAX_ATTEMPTS).
+MAX_DELIVERIES_PAGE = 100
 
 
-class HistoryPage(BaseModel):
-    """`GET /calls/{id}/events`: a page of a call's history."""
+class _SeqPage(BaseModel):
+    """A page of what a call has per seq, `limit` after `after_seq`."""
 
     model_config = ConfigDict(extra="forbid")
+    # The largest page served: larger asks are served at it, and the answer's `limit` says so.
+    most: ClassVar[int]
 
-    # Larger asks are served at the cap, and the answer's `limit` says so.
     limit: int = Field(default=100, ge=1)
-    after_seq: int = Field(default=0, ge=0, le=2**31 - 1, description="Events after this seq.")
+    after_seq: int = Field(default=0, ge=0, le=2**31 - 1, description="Start after this seq.")
 
     @field_validator("limit")
     @classmethod
     def _cap(cls, value: int) -> int:
-        return min(value, MAX_HISTORY_PAGE)
+        return min(value, cls.most)
+
+
+class HistoryPage(_SeqPage):
+    """`GET /calls/{id}/events`: a page of a call's history."""
+
+    most = MAX_HISTORY_PAGE
+
+
+class CallbackPage(_SeqPage):
+    """`GET /calls/{id}/callbacks`: a page of a call's status callback deliveries."""
+
+    most = MAX_DELIVERIES_PAGE
 
 
 class Advance(BaseModel):

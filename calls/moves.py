@@ -52,7 +52,7 @@ class Moves:
         if self._lateness_ms:
             try:
                 async with self._stores.mux.pipeline() as pipe:
-                    shared_metrics.observe_lateness(pipe, self._lateness_ms)
+                    shared_metrics.observe(pipe, keys.TIMER_LATENESS, self._lateness_ms)
                     shared_metrics.count(pipe, "transitions", self._moved)
                     await pipe.execute()
             except RedisError:

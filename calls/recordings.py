@@ -12,11 +12,13 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from calls import metrics as shared_metrics
+from calls.dead_letters import DeadLetters, RetryFailed
 from calls.live import LiveState
 from calls.storage import Location, RecordingStorage, download_name, storage_for
 from calls.stores import Stores
 from calls.timers import DueTimer, Timers
 from core import keys
+from core.backoff import backoff_ms
 from core.clock import now_ms
 from db import recordings as db_recordings
 
@@ -39,8 +41,10 @@ class Recordings:
         stores: Stores,
         storage: RecordingStorage | None = None,
         rng: random.Random | None = None,
+        dead_letters: DeadLetters | None = None,
     ) -> None:
         self._stores = stores
+        self._dead_letters = dead_letters
         settings = stores.settings
         self._storage = storage or storage_for(settings)
         self._source = Path(settings.recording_source).resolve()
@@ -48,9 +52,9 @@ class Recordings:
         self._rng = rng or random.Random()
 
     def backoff_ms(self, attempt: int) -> int:
-        """Exponential backoff with ±20% jitter: base, 2×base, 4×base… after the time scale."""
-        base = self._stores.settings.upload_backoff_base_ms * 2 ** (attempt - 1)
-        return self._stores.settings.scaled_ms(base * self._rng.uniform(0.8, 1.2))
+        """The wait after failed `attempt`: base, 2×base, 4×base… ±20%, after the time scale."""
+        settings = self._stores.settings
+        return settings.scaled_ms(backoff_ms(attempt, settings.upload_backoff_base_ms, self._rng))
 
     async def _store(self, claim: Mapping[str, Any]) -> str:
         if claim["attempts"] <= claim["fail_attempts"]:
@@ -68,17 +72,22 @@ class Recordings:
     async def flush(self) -> None:
         """Nothing to add to /metrics at the end of a job: each batch counts its attempts."""
 
-    async def upload(self, call_ids: Sequence[str]) -> dict[str, int]:
+    async def upload(
+        self, call_ids: Sequence[str], *, leave_dead_letters: bool = True
+    ) -> dict[str, int]:
         """Attempt the uploads of `call_ids`; returns how many were stored, retried and failed.
 
         Only pending uploads are claimed, so a duplicate timer does nothing. A failed attempt is
-        given back with a retry time (and a timer), or marked failed after the last attempt.
+        given back with a retry time (and a timer), or marked failed after the last attempt (and
+        left as a dead letter).
         """
         pool = self._stores.pool
         claimed = await db_recordings.claim_uploads(pool, call_ids)
         counts = {"uploaded": 0, "retrying": 0, "failed": 0}
         # Concurrently: the storage's own limits (threads, connections) bound how many at once.
-        attempts = await asyncio.gather(*(self._attempt(claim, counts) for claim in claimed))
+        attempts = await asyncio.gather(
+            *(self._attempt(claim, counts, leave_dead_letters) for claim in claimed)
+        )
         stored = [attempt for attempt in attempts if attempt is not None]
 
         rows = []
@@ -97,7 +106,7 @@ class Recordings:
         return counts
 
     async def _attempt(
-        self, claim: Mapping[str, Any], counts: dict[str, int]
+        self, claim: Mapping[str, Any], counts: dict[str, int], leave_dead_letter: bool
     ) -> tuple[str, str, str] | None:
         """Store one claimed recording: (call id, storage key, url), or None when the attempt
         failed and was given back for a retry or marked failed."""
@@ -126,6 +135,8 @@ class Recordings:
                 )
             else:
                 counts["failed"] += 1
+                if leave_dead_letter:
+                    await self._leave_dead_letter(claim, exc)
             return None
         log.info(
             "recording of %s stored",
@@ -133,6 +144,30 @@ class Recordings:
             extra={"call_id": call_id, "request_id": claim["request_id"]},
         )
         return call_id, storage_key, recording_path(claim["ref"])
+
+    async def _leave_dead_letter(self, claim: Mapping[str, Any], error: Exception) -> None:
+        if self._dead_letters is None:
+            return
+        attempts = claim["attempts"]
+        try:
+            await self._dead_letters.add(
+                keys.UPLOAD,
+                claim["call_id"],
+                f"recording upload of call {claim['ref']}",
+                f"The recording upload of call {claim['ref']} failed {attempts} times"
+                f" (UPLOAD_MAX_ATTEMPTS); the last: {error}. Requeue this job to try it once more.",
+            )
+        except RedisError:
+            log.warning("could not leave the dead letter of %s's upload", claim["call_id"])
+
+    async def retry(self, call_id: str) -> None:
+        """A requeued dead letter: one more attempt at the call's failed upload. Raises
+        RetryFailed if it fails again (it is failed again, and the job a dead letter again)."""
+        if not await db_recordings.reopen_failed_upload(self._stores.pool, call_id):
+            return  # not failed (any more): nothing to do
+        counts = await self.upload([call_id], leave_dead_letters=False)
+        if not counts["uploaded"]:
+            raise RetryFailed(f"the recording upload of call {call_id} failed again")
 
     async def locate(self, ref: str, storage_key: str) -> Location | None:
         """Where the call's owner gets the recording stored at `storage_key` (the file is named

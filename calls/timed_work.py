@@ -1,7 +1,7 @@
 """The kinds of timed work, registered in one place: each kind's timers (a Redis sorted set,
-core/keys.py), the handler that works off a batch of them in a worker process, and the upkeep
-check that re-arms from PostgreSQL what Redis lost. The worker's job and the scheduler hold no
-code of their own for any kind."""
+core/keys.py), the handler that works off a batch of them in a worker process, the upkeep check
+that re-arms from PostgreSQL what Redis lost, and what a requeued dead letter of the kind does.
+The worker's jobs and the scheduler hold no code of their own for any kind."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from calls.callbacks import Callbacks, resume_callbacks
 from calls.moves import Moves, resume_moves
 from calls.recordings import Recordings, resume_uploads
 from calls.stores import Stores
@@ -33,6 +34,7 @@ class Services(Protocol):
 
     moves: Moves
     recordings: Recordings
+    callbacks: Callbacks
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +45,25 @@ class Kind:
     # Upkeep: re-arm the work PostgreSQL has due whose timer Redis lost, at most `limit` a pass;
     # returns how many.
     resume: Callable[[Stores, int], Awaitable[int]]
+    # A requeued dead letter (calls/dead_letters.py): try the call's spent work once more, raise
+    # RetryFailed if it fails again. None: the kind's work is never spent.
+    retry: Callable[[Services, str], Awaitable[None]] | None = None
 
 
 KINDS: tuple[Kind, ...] = (
     Kind(keys.ADVANCE, lambda services: services.moves, resume_moves),
-    Kind(keys.UPLOAD, lambda services: services.recordings, resume_uploads),
+    Kind(
+        keys.UPLOAD,
+        lambda services: services.recordings,
+        resume_uploads,
+        lambda services, call_id: services.recordings.retry(call_id),
+    ),
+    Kind(
+        keys.CALLBACK,
+        lambda services: services.callbacks,
+        resume_callbacks,
+        lambda services, call_id: services.callbacks.retry(call_id),
+    ),
 )
-assert tuple(kind.name for kind in KINDS) == keys.TIMER_KINDS, "every kind of timer registered"
+BY_NAME = {kind.name: kind for kind in KINDS}
+assert tuple(BY_NAME) == keys.TIMER_KINDS, "every kind of timer registered, once, in order"

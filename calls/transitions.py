@@ -250,8 +250,8 @@ class Transitions:
         return Durations()
 
     async def after_commit(self, rows: Sequence[Row]) -> None:
-        """Make committed transitions visible: live hash, next timer, limit lease, upload, and
-        publish them.
+        """Make committed transitions visible: live hash, next timer, status callback, limit
+        lease, upload, and publish them.
 
         PostgreSQL has them already, so a Redis failure here loses nothing: upkeep re-arms
         timers and uploads from PostgreSQL, and the outbox republishes.
@@ -282,7 +282,8 @@ class Transitions:
         await self.publisher.publish(outgoing, along=update_redis)
 
     async def _queue_redis_updates(self, pipe: Batch, rows: Sequence[Row]) -> None:
-        """Queue each moved call's live view, next timer, lease release and upload on `pipe`."""
+        """Queue each moved call's live view, next timer, callback timer, lease release and
+        upload on `pipe`."""
         settings = self._stores.settings
         now = now_ms()
         for row in rows:
@@ -292,6 +293,10 @@ class Transitions:
             if row["kind"] == "simulated" and previous is not None:
                 # The timer of the state left behind is stale now; tidy it away.
                 Timers.cancel(pipe, keys.advance_timer(call_id, row["seq"] - 1, previous))
+            if row.get("callback_queued"):
+                # A timer already set is for the call's first open delivery (or its retry):
+                # this one waits behind it.
+                Timers.schedule(pipe, keys.callback_timer(call_id), now, unless_set=True)
             if status is Status.COMPLETED:
                 pipe.zrem(slot_set(CallKind(row["kind"]), row["key_id"]), call_id)
                 Timers.schedule(pipe, keys.upload_timer(call_id), now)

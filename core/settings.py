@@ -99,6 +99,21 @@ class Settings(BaseSettings):
     # Lifetime of the signed URL the recording route redirects to (SigV4 allows up to 7 days).
     s3_presign_ttl_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
 
+    # Status callbacks
+    # Where callbacks may go: host names, `*.domain`, `*` (any name) and IP networks. A name's
+    # callbacks go only to the addresses it resolves to inside a listed network or public.
+    callback_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.0/8", "::1"]
+    )
+    # An attempt gets no answer within this: it failed (a timeout) and is retried.
+    callback_timeout_ms: int = Field(default=10_000, ge=1, le=60_000)
+    # Attempts per delivery, and the first retry's wait (doubling, ±20%, after TIME_SCALE): by
+    # default ten attempts over eight and a half hours.
+    callback_max_attempts: int = Field(default=10, ge=1, le=100)
+    callback_backoff_base_ms: int = Field(default=60_000, ge=0, le=3_600_000)
+    # Callbacks one worker process sends at once; more wait for a free place.
+    callback_concurrency: int = Field(default=256, ge=1, le=10_000)
+
     # Scheduler
     scheduler_poll_ms: int = 10
     # A worker's job takes due timers this many at a time (one transaction each) and keeps taking
@@ -124,8 +139,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="before")
     @classmethod
-    def _split_keys(cls, data: dict) -> dict:
-        for name in ("valid_api_keys", "VALID_API_KEYS"):
+    def _split_lists(cls, data: dict) -> dict:
+        # Comma-separated in the environment and .env.
+        for name in (
+            "valid_api_keys",
+            "VALID_API_KEYS",
+            "callback_allowed_hosts",
+            "CALLBACK_ALLOWED_HOSTS",
+        ):
             raw = data.get(name) if isinstance(data, dict) else None
             if isinstance(raw, str):
                 data[name] = [k.strip() for k in raw.split(",") if k.strip()]

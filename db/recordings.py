@@ -117,6 +117,25 @@ async def reopen_uploads(conn: Executor, call_ids: Sequence[str]) -> None:
     )
 
 
+async def reopen_failed_upload(conn: Executor, call_id: str) -> bool:
+    """Put a failed upload back to pending for one more attempt (a dead letter requeued), and
+    take it out of the failed count; False when it is not failed."""
+    return await conn.fetchval(
+        """
+        WITH reopened AS (
+            UPDATE recordings SET status = 'pending', next_attempt_at = now(), updated_at = now()
+             WHERE call_id = $1::uuid AND status = 'failed'
+         RETURNING call_id
+        ), counted AS (
+            INSERT INTO counter_deltas (api_key_id, uploads_failed)
+            SELECT c.api_key_id, -1 FROM reopened JOIN calls c ON c.id = reopened.call_id
+        )
+        SELECT count(*) > 0 FROM reopened
+        """,
+        call_id,
+    )
+
+
 async def fetch_recording(conn: Executor, call: CallRef) -> asyncpg.Record | None:
     """The uploaded recording of the call its key names `call.ref`."""
     return await conn.fetchrow(

@@ -1,12 +1,13 @@
-"""The job the scheduler starts: it takes due timers, a batch at a time, until none is due or its
-time (`JOB_DRAIN_MS`) is up, so one RQ job carries as much as is due."""
+"""The jobs of the workers: the one the scheduler starts, which takes due timers a batch at a time
+until none is due or its time (`JOB_DRAIN_MS`) is up, so one RQ job carries as much as is due;
+and a dead letter, requeued (calls/dead_letters.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from calls.timed_work import Handler
+from calls.timed_work import BY_NAME, Handler
 from core.clock import now_ms
 from worker.runtime import runtime
 
@@ -47,3 +48,12 @@ async def _drain() -> dict[str, int]:
         for handler in handlers.values():
             await handler.flush()
     return dict(zip(handlers, taken, strict=True))
+
+
+def retry_spent(kind: str, call_id: str) -> None:
+    """A dead letter requeued (rq-dashboard): try the call's spent work of `kind` once more.
+    Raises RetryFailed if it fails again, so the job fails and is a dead letter again."""
+    retry = BY_NAME[kind].retry
+    assert retry is not None, f"work of kind {kind} is never spent"
+    rt = runtime()
+    rt.run(retry(rt, call_id))

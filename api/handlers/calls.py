@@ -41,6 +41,8 @@ async def create_call(request: web.Request) -> web.Response:
         metadata=body.metadata,
         idempotency_key=idempotency_key,
         scenario=None if body.scenario is None else body.scenario.scenario(),
+        status_callback=body.status_callback,
+        status_callback_events=body.status_callback_events,
     )
     headers = {}
     if created.grant is not None:
