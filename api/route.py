@@ -37,3 +37,5 @@ class Route:
     # Browsers cannot set headers on EventSource or WebSocket: streams take `access_token=`.
     query_token: bool = False
     tag: str = "calls"
+    # What the platform POSTs to the URL the body's `status_callback` names (its callbacks).
+    callback: type[BaseModel] | None = None

@@ -20,7 +20,7 @@ ROUTES: list[Route] = [
     Route("GET",  "/docs",          pages.page("docs.html"), "This document in Swagger UI", {200: HTML}, **P),
     Route("GET",  "/dashboard",     pages.page("dashboard.html"), "The live dashboard page", {200: HTML}, **P),
     Route("GET",  "/static/{name:.+}", pages.asset,  "The pages' scripts and styles", {200: "text/*"}, (404,), **P),
-    Route("POST", "/calls",         calls.create_call, "Create a simulated call",     {201: models.CreatedCall}, (400, 422, 429), body=schemas.CreateCall,
+    Route("POST", "/calls",         calls.create_call, "Create a simulated call",     {201: models.CreatedCall}, (400, 422, 429), body=schemas.CreateCall, callback=models.StatusUpdate,
           headers={"Idempotency-Key": "A repeat replays the first answer; the same key with another body is a 422."}),
     Route("GET",  "/calls",         calls.list_calls, "The key's calls, newest first", {200: models.CallPage}, (400,), query=schemas.ListCalls),
     Route("GET",  "/calls/{call_id}", calls.get_call, "One call",                     {200: models.Call}, (400, 404)),
