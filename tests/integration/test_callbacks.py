@@ -6,6 +6,9 @@ Redis; only allowed hosts."""
 from __future__ import annotations
 
 import asyncio
+import re
+import sys
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -20,7 +23,7 @@ from calls.signing import SignatureError, verify
 from core import keys
 from devstack.receiver import Answer, Received, Receiver
 from tests.integration.conftest import Api
-from tests.integration.platform import Platform
+from tests.integration.platform import ROOT, Platform, free_port, wait_for_port
 
 # Retries within milliseconds (the backoff is scaled by TIME_SCALE 0.05), attempts spent after
 # three, and a receiver that has not answered in 0.4 s has timed out.
@@ -382,3 +385,44 @@ async def test_deliveries_are_counted_in_metrics(cb: Api, receiver: Receiver) ->
     assert float(samples["mockcomms_callback_delivery_seconds_count"]) >= 4
     assert float(samples["mockcomms_callback_attempts_total"]) >= 4
     assert 'mockcomms_timers_pending{kind="cbk"}' in samples
+
+
+async def test_the_readmes_receiver_accepts_real_callbacks_and_refuses_forged_ones(
+    cb: Api,
+) -> None:
+    readme = (ROOT / "README.md").read_text()
+    snippet = re.search(r"^```python receiver\n(.*?)^```", readme, flags=re.M | re.S)
+    assert snippet is not None
+    port = free_port()
+    code = snippet.group(1).replace('"whsec_…"', repr(await cb.signing_secret()))
+    code = code.replace('("127.0.0.1", 8000)', f'("127.0.0.1", {port})')
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        await asyncio.to_thread(wait_for_port, port, "the README's receiver")
+        status, created, _ = await cb.create_call(
+            status_callback=f"http://127.0.0.1:{port}/calls",
+            scenario={"outcome": "busy", "ring_ms": 10},
+        )
+        assert status == 201, created
+        assert process.stdout is not None
+        lines = [
+            (await asyncio.wait_for(process.stdout.readline(), 15)).decode().split()
+            for _ in range(4)
+        ]
+        assert lines == [
+            [created["call_id"], "1", "QUEUED", "None"],
+            [created["call_id"], "2", "RINGING", "None"],
+            [created["call_id"], "3", "UNANSWERED", "None"],
+            [created["call_id"], "4", "COMPLETED", "busy"],
+        ]
+        async with cb.http.post(
+            f"http://127.0.0.1:{port}/calls",
+            data=b'{"seq": 9}',
+            headers={"X-MockComms-Signature": f"t={int(time.time())},v1={'0' * 64}"},
+        ) as forged:
+            assert forged.status == 400
+    finally:
+        process.terminate()
+        await process.wait()

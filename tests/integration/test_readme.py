@@ -46,7 +46,7 @@ async def test_the_curl_tour_runs_as_pasted(platform: Platform) -> None:
     *happy, refusals = outputs
     for output in happy:
         assert '"error"' not in output, output
-    health, create, follow, websocket, events, lists = happy
+    health, create, follow, websocket, events, lists, scripted = happy
     assert '"status":"healthy"' in health and '"status":"ready"' in health
     call_id = create.strip().splitlines()[-1]
     assert re.fullmatch(r"[0-9a-f-]{36}", call_id)
@@ -61,6 +61,7 @@ async def test_the_curl_tour_runs_as_pasted(platform: Platform) -> None:
         and "event: ready" in lists
         and "mockcomms_total_calls_total" in lists
     )
+    assert '"status":"COMPLETED"' in scripted and '"end_reason":"busy"' in scripted
     assert '{"error":"Unauthorized","message":"Invalid API key"}' in refusals
     assert '"Missing required fields: to"' in refusals
     assert refusals.count("Calls per second limit exceeded (2)") == 2
