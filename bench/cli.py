@@ -25,7 +25,8 @@ With --base-url it drives the same client scenarios against any implementation o
 when a PostgreSQL server answers at DATABASE_URL.
 
 Scenarios (in order): post_calls, post_latency, open_loop, get_call, post_events, e2e, limits,
-sse. Before each, it waits for the calls of the last one to finish. Throughput comes from wrk
+sse, callbacks (status callbacks to a receiver of the bench's own: on our own platform only).
+Before each, it waits for the calls of the last one to finish. Throughput comes from wrk
 (2 threads), open-loop latency from a client that sends at a fixed rate and times each request
 from its intended send time. What the runs made is checked as they go (every call completed
 exactly once with its recording and an unbroken history, nothing lost, limits held), and a
@@ -87,6 +88,7 @@ LOAD_OPTIONS = (
     ("--sse-streams", "sse_streams", int, "streams to open"),
     ("--sse-rate", "sse_rate", float, "updates per second posted to them"),
     ("--drain-timeout", "drain_timeout_s", float, "seconds to wait for calls to finish"),
+    ("--callbacks-rate", "callbacks_rate", float, "calls per second with status callbacks"),
 )
 
 

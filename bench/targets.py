@@ -41,6 +41,13 @@ TARGETS: dict[str, Target] = {
     "sse_delivery_p99_ms": Target("SSE update delivered, p99", "ms", 100, "max"),
     "sse_api_rss_mib": Target("API RSS with the streams open (peak)", "MiB", 1024, "max"),
     "sse_checked": _check("SSE: every update once, in order; streams freed"),
+    "callback_post_p50_extra_ms": Target(
+        "POST /calls p50 with a status_callback, beyond one without", "ms", 1, "max"
+    ),
+    "callback_delivery_p99_ms": Target(
+        "status callback received, from commit, p99", "ms", 250, "max"
+    ),
+    "callbacks_checked": _check("status callbacks: every transition received, in order"),
 }
 
 
@@ -55,12 +62,13 @@ class Load:
     sse_streams: int
     sse_rate: float  # updates per second posted to the streams
     drain_timeout_s: float  # the longest to wait for a run's calls to finish
+    callbacks_rate: float  # calls per second with a status callback
 
 
 # The loads: only figures measured at them (or beyond) are judged against the targets.
-FULL = Load(30, 1000, 500, 60, 10_000, 1000, 120)
+FULL = Load(30, 1000, 500, 60, 10_000, 1000, 120, 250)
 # A smoke run (--quick): every scenario for a few seconds; its figures are shown, not judged.
-QUICK = Load(3, 1000, 100, 5, 500, 500, 60)
+QUICK = Load(3, 1000, 100, 5, 500, 500, 60, 50)
 
 
 @dataclass

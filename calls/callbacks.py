@@ -55,6 +55,9 @@ ANSWER_READ_MAX = 64 * 1024
 RECORD_EVERY_S = 0.25
 # How long closing a worker waits for the callbacks in flight (upkeep resumes the others).
 CLOSE_WAIT_S = 1.0
+# When a call's first open delivery is in flight as a later one is written, the call's timer is
+# set this far ahead, in case the sender looked for the later one just before it was committed.
+RECHECK_MS = 1_000
 
 
 class Callbacks:
@@ -75,8 +78,7 @@ class Callbacks:
         # Opened on first use, on the loop the callbacks are sent from.
         self._http: aiohttp.ClientSession | None = None
         self._resolver: GuardedResolver | None = None
-        # Concurrent calls' next claims and finished attempts share statements.
-        self._claims: Batcher[str, Row | None] = Batcher(self._claim_next)
+        # Concurrent calls' finished attempts (and their next claims) share statements.
         self._finishes: Batcher[Attempt, Row | None] = Batcher(self._finish)
         self._figures = _Figures(stores)
 
@@ -100,16 +102,48 @@ class Callbacks:
             for _ in range(len(call_ids) - started):
                 self._places.release()
 
+    async def start(self, call_ids: list[str]) -> None:
+        """Start sending the callbacks of transitions this process has just committed, as far
+        as places are free; the others' timers are set (never a wait here: the moves that
+        call this must not wait for a slow receiver)."""
+        free = []
+        for call_id in dict.fromkeys(call_ids):
+            if self._places.locked():
+                await self._arm(call_id, now_ms(), unless_set=True)
+            else:
+                await self._places.acquire()
+                free.append(call_id)
+        started = 0
+        try:
+            for row in await db_callbacks.claim_next(self._stores.lookups, free):
+                claim = await self._claimed_or_armed(row)
+                if claim is not None:
+                    self._spawn(self._send_in_order(claim))
+                    started += 1
+        except Exception:
+            # Committed all the same: their timers go off later (upkeep sets lost ones again).
+            log.exception("starting the status callbacks of %d calls failed", len(free))
+            for call_id in free:
+                await self._arm(call_id, now_ms(), unless_set=True)
+        finally:
+            for _ in range(len(free) - started):
+                self._places.release()
+
     async def flush(self) -> None:
         await self._figures.record()
 
     async def _claimed_or_armed(self, row: Row) -> Row | None:
-        """The delivery `row` claimed, or None: the call's first open delivery is in flight
-        (its sender goes on to the next itself), or waits for its retry (its timer is set)."""
+        """The delivery `row` claimed (claim_next, finish_attempts), or None: the call's first
+        open delivery waits for its retry (its timer is set), or is in flight. Its sender then
+        goes on to the next itself; but it may have looked for it just before the one that
+        asked here was committed, so the call's timer is set too, a little later, unless set."""
         if row["delivery_id"] is not None:
             return row
-        if row["open_status"] == "pending" and not row["halted"]:
-            await self._arm(row["open_call_id"], row["due_ms"])
+        call_id, status = row["open_call_id"], row["open_status"]
+        if status == "pending" and not row["halted"]:
+            await self._arm(call_id, row["due_ms"])
+        elif status == "delivering":
+            await self._arm(call_id, now_ms() + RECHECK_MS, unless_set=True)
         return None
 
     async def _send_in_order(self, claim: Row) -> None:
@@ -122,24 +156,26 @@ class Callbacks:
                 finished = await self._finishes.submit(await self._attempt(current))
                 if finished is None:
                     return  # claimed again since (its worker was thought lost): not ours now
-                if finished["status"] == "pending":
+                status = finished["finished_status"]
+                if status == "pending":
                     await self._arm(call_id, finished["next_attempt_ms"])
                     return
-                if finished["status"] == "stopped":
-                    return
-                if finished["status"] == "failed":
+                if status == "failed":
                     await self._leave_dead_letter(current)
-                row = await self._claims.submit(call_id)
-                current = None if row is None else await self._claimed_or_armed(row)
+                # Delivered or spent: the call's next (claimed with the finish, when due).
+                has_next = status != "stopped" and finished["open_status"] is not None
+                current = await self._claimed_or_armed(finished) if has_next else None
         except Exception:
             # Its deliveries stay open in PostgreSQL: upkeep sets the call's timer again.
             log.exception("sending the status callbacks of %s failed", call_id)
         finally:
             self._places.release()
 
-    async def _arm(self, call_id: str, due_ms: int) -> None:
+    async def _arm(self, call_id: str, due_ms: int, *, unless_set: bool = False) -> None:
         try:
-            await Timers.schedule(self._stores.mux, keys.callback_timer(call_id), due_ms)
+            await Timers.schedule(
+                self._stores.mux, keys.callback_timer(call_id), due_ms, unless_set=unless_set
+            )
         except RedisError:
             log.warning("could not set the callback timer of %s; upkeep will", call_id)
 
@@ -148,16 +184,10 @@ class Callbacks:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _claim_next(self, call_ids: list[str]) -> list[Row | None]:
-        """The next open delivery of each call (claimed or not), for the first asking for it."""
-        rows = await db_callbacks.claim_next(self._stores.lookups, list(dict.fromkeys(call_ids)))
-        found = {row["open_call_id"]: row for row in rows}
-        return [found.pop(call_id, None) for call_id in call_ids]
-
     async def _finish(self, attempts: list[Attempt]) -> list[Row | None]:
         rows = await db_callbacks.finish_attempts(self._stores.lookups, attempts)
         self._figures.count(attempts, rows)
-        by_delivery = {row["delivery_id"]: row for row in rows}
+        by_delivery = {row["finished_id"]: row for row in rows}
         return [by_delivery.pop(attempt.delivery_id, None) for attempt in attempts]
 
     # -- one attempt -------------------------------------------------------------------------
@@ -254,16 +284,18 @@ class Callbacks:
         pool = self._stores.lookups
         while (claim := await db_callbacks.claim_failed(pool, call_id)) is not None:
             attempt = await self._attempt(claim, retry=False)
-            rows = await db_callbacks.finish_attempts(pool, [attempt])
+            # The call's pending deliveries are not taken up here: their own timers and senders
+            # go on with them, in order.
+            rows = await db_callbacks.finish_attempts(pool, [attempt], claim_next=False)
             self._figures.count([attempt], rows)
             await self._figures.record()
-            if not rows or rows[0]["status"] == "failed":
+            if not rows or rows[0]["finished_status"] == "failed":
                 failure = attempt.error or f"HTTP {attempt.status_code}"
                 raise RetryFailed(
                     f"the status callback of call {claim['ref']} at seq {claim['seq']} failed"
                     f" again (attempt {claim['attempt']}: {failure})"
                 )
-            if rows[0]["status"] == "stopped":
+            if rows[0]["finished_status"] == "stopped":
                 return
 
     async def aclose(self) -> None:
@@ -272,7 +304,6 @@ class Callbacks:
             _, pending = await asyncio.wait(self._tasks, timeout=CLOSE_WAIT_S)
             for task in pending:
                 task.cancel()
-        await self._claims.aclose()
         await self._finishes.aclose()
         await self._figures.record()
         if self._http is not None:
@@ -305,10 +336,10 @@ class _Figures:
         failed = sum(1 for a in attempts if a.outcome != "delivered")
         counters["callback_attempts_failed"] = counters.get("callback_attempts_failed", 0) + failed
         for row in finished:
-            if row["status"] in ("delivered", "stopped", "failed"):
-                name = f"callbacks_{row['status']}"
-                counters[name] = counters.get(name, 0) + 1
-            if row["status"] == "delivered":
+            status = row["finished_status"]
+            if status in ("delivered", "stopped", "failed"):
+                counters[f"callbacks_{status}"] = counters.get(f"callbacks_{status}", 0) + 1
+            if status == "delivered":
                 self._latency_ms.append(row["commit_to_delivery_ms"])
         if self._recording is None or self._recording.done():
             self._recording = asyncio.get_running_loop().create_task(self._record_soon())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -54,6 +54,9 @@ class Transitions:
             settings.wait_sla_s, settings.hold_limit_s, settings.short_call_s, settings.reroute_s
         )
         self._rng = rng or random.Random()
+        # Where the status callbacks of committed transitions go: when set (a worker process,
+        # which sends callbacks itself), they start at once; else their calls' timers are set.
+        self.send_callbacks: Callable[[list[str]], Awaitable[None]] | None = None
 
     async def fire(self, timers: Sequence[keys.AdvanceTimer]) -> list[Row]:
         """Move on the calls whose timers fell due, each only if it is still in the state its
@@ -280,6 +283,10 @@ class Transitions:
         # One round trip for the updates and the publish; if it fails the publish is retried
         # alone, and what the updates missed upkeep repairs from PostgreSQL.
         await self.publisher.publish(outgoing, along=update_redis)
+        if self.send_callbacks is not None:
+            called_back = [row["call_id"] for row in rows if row.get("callback_queued")]
+            if called_back:
+                await self.send_callbacks(called_back)
 
     async def _queue_redis_updates(self, pipe: Batch, rows: Sequence[Row]) -> None:
         """Queue each moved call's live view, next timer, callback timer, lease release and
@@ -293,7 +300,7 @@ class Transitions:
             if row["kind"] == "simulated" and previous is not None:
                 # The timer of the state left behind is stale now; tidy it away.
                 Timers.cancel(pipe, keys.advance_timer(call_id, row["seq"] - 1, previous))
-            if row.get("callback_queued"):
+            if row.get("callback_queued") and self.send_callbacks is None:
                 # A timer already set is for the call's first open delivery (or its retry):
                 # this one waits behind it.
                 Timers.schedule(pipe, keys.callback_timer(call_id), now, unless_set=True)

@@ -106,16 +106,23 @@ class Attempt:
     retry_in_ms: float = 0.0
 
 
-async def finish_attempts(conn: Executor, attempts: Sequence[Attempt]) -> list[asyncpg.Record]:
+async def finish_attempts(
+    conn: Executor, attempts: Sequence[Attempt], *, claim_next: bool = True
+) -> list[asyncpg.Record]:
     """Log the attempts and move their deliveries on, in one statement; a 410 also stops the
-    call's later callbacks. A delivery is moved only by the attempt that claimed it last (one
-    whose worker was thought lost is logged, and changes nothing). Returns, for each delivery
-    moved, its call, its new status, when a retry is due (ms) and, when delivered, how long it
-    took from the commit of its transition (ms)."""
+    call's later callbacks, and a delivery delivered or spent lets the call's next one go: it is
+    claimed here when it is due (as claim_next does). A delivery is moved only by the attempt
+    that claimed it last (one whose worker was thought lost is logged, and changes nothing).
+
+    Returns, for each delivery moved: its call (`finished_call_id`), its new status
+    (`finished_status`), when a retry is due (`next_attempt_ms`), when delivered how long it took
+    from the commit of its transition (`commit_to_delivery_ms`), and the call's next delivery as
+    claim_next gives it (`delivery_id` set when claimed; `open_status` NULL when there is none
+    in this statement's view, or another of the call's is in flight, or not `claim_next`)."""
     if not attempts:
         return []
     return await conn.fetch(
-        """
+        f"""
         WITH a AS (
             SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[], $5::float8[],
                                  $6::timestamptz[], $7::text[], $8::float8[])
@@ -147,12 +154,39 @@ async def finish_attempts(conn: Executor, attempts: Sequence[Attempt]) -> list[a
             UPDATE callback_deliveries d SET status = 'stopped', updated_at = clock_timestamp()
               FROM finished f
              WHERE f.status = 'stopped' AND d.call_id = f.call_id AND d.status = 'pending'
+        ), next_open AS (
+            SELECT DISTINCT ON (n.call_id) n.id, n.call_id, n.status, n.next_attempt_at
+              FROM finished f JOIN callback_deliveries n ON n.call_id = f.call_id
+             WHERE $9 AND f.status IN ('delivered', 'failed') AND n.status = 'pending'
+               AND NOT EXISTS (SELECT 1 FROM callback_deliveries o
+                                WHERE o.call_id = f.call_id AND o.status = 'delivering'
+                                  AND o.id <> f.id)
+             ORDER BY n.call_id, n.seq
+        ), claimed AS (
+            UPDATE callback_deliveries d
+               SET status = 'delivering', attempts = d.attempts + 1,
+                   updated_at = clock_timestamp()
+              FROM next_open n
+             WHERE d.id = n.id AND d.status = 'pending'
+               AND d.next_attempt_at <= clock_timestamp()
+               AND NOT EXISTS (SELECT 1 FROM calls s
+                                WHERE s.id = d.call_id AND s.callbacks_stopped_at IS NOT NULL)
+         RETURNING d.*
         )
-        SELECT id::text AS delivery_id, call_id::text, status,
-               (extract(epoch FROM next_attempt_at) * 1000)::bigint AS next_attempt_ms,
-               (extract(epoch FROM delivered_at - created_at) * 1000)::float8
-                   AS commit_to_delivery_ms
-          FROM finished
+        SELECT f.id::text AS finished_id, f.call_id::text AS finished_call_id,
+               f.status AS finished_status,
+               (extract(epoch FROM f.next_attempt_at) * 1000)::bigint AS next_attempt_ms,
+               (extract(epoch FROM f.delivered_at - f.created_at) * 1000)::float8
+                   AS commit_to_delivery_ms,
+               n.call_id::text AS open_call_id, n.status AS open_status,
+               (extract(epoch FROM n.next_attempt_at) * 1000)::bigint AS due_ms,
+               false AS halted, {_CLAIMED}
+          FROM finished f
+          LEFT JOIN next_open n ON n.call_id = f.call_id
+          LEFT JOIN claimed d ON d.id = n.id
+          LEFT JOIN calls c ON c.id = d.call_id
+          LEFT JOIN api_keys k ON k.id = c.api_key_id
+          LEFT JOIN call_events e ON e.call_id = d.call_id AND e.seq = d.seq
         """,
         [a.delivery_id for a in attempts],
         [a.attempt for a in attempts],
@@ -162,6 +196,7 @@ async def finish_attempts(conn: Executor, attempts: Sequence[Attempt]) -> list[a
         [a.attempted_at for a in attempts],
         [a.outcome for a in attempts],
         [a.retry_in_ms for a in attempts],
+        claim_next,
     )
 
 

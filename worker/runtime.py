@@ -48,6 +48,9 @@ class Runtime:
         self.recordings = Recordings(self.stores, dead_letters=self.dead_letters)
         self.moves = Moves(self.stores, self.transitions)
         self.callbacks = Callbacks(self.stores, self.dead_letters)
+        # The callbacks of the transitions this process makes start here at once, not a
+        # scheduler's pass later.
+        self.transitions.send_callbacks = self.callbacks.start
         # The handler of each kind of timed work, by kind.
         self.handlers: dict[str, Handler] = {kind.name: kind.handler(self) for kind in KINDS}
 

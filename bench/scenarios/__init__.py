@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from bench.scenarios.callbacks import callbacks
 from bench.scenarios.e2e import end_to_end
 from bench.scenarios.get_call import get_call
 from bench.scenarios.limits import limits
@@ -25,4 +26,5 @@ SCENARIOS: dict[str, Callable[[Bench], Awaitable[None]]] = {
     "e2e": end_to_end,
     "limits": limits,
     "sse": sse,
+    "callbacks": callbacks,
 }

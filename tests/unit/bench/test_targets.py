@@ -60,6 +60,8 @@ def test_every_scenario_is_named_and_the_quick_load_is_lighter() -> None:
         "e2e",
         "limits",
         "sse",
+        "callbacks",
     ]
     assert all(t.kind in ("min", "max") for t in TARGETS.values())
     assert QUICK.duration_s < FULL.duration_s and QUICK.sse_streams < FULL.sse_streams
+    assert QUICK.callbacks_rate < FULL.callbacks_rate == 250
