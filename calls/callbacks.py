@@ -91,16 +91,7 @@ class Callbacks:
         call_ids = list(dict.fromkeys(keys.timer_call_id(timer.member) for timer in due))
         for _ in call_ids:
             await self._places.acquire()
-        started = 0
-        try:
-            for row in await db_callbacks.claim_next(self._stores.lookups, call_ids):
-                claim = await self._claimed_or_armed(row)
-                if claim is not None:
-                    self._spawn(self._send_in_order(claim))
-                    started += 1
-        finally:
-            for _ in range(len(call_ids) - started):
-                self._places.release()
+        await self._claim_and_send(call_ids)
 
     async def start(self, call_ids: list[str]) -> None:
         """Start sending the callbacks of transitions this process has just committed, as far
@@ -111,22 +102,29 @@ class Callbacks:
             if self._places.locked():
                 await self._arm(call_id, now_ms(), unless_set=True)
             else:
-                await self._places.acquire()
+                await self._places.acquire()  # free: returns at once
                 free.append(call_id)
-        started = 0
         try:
-            for row in await db_callbacks.claim_next(self._stores.lookups, free):
-                claim = await self._claimed_or_armed(row)
-                if claim is not None:
-                    self._spawn(self._send_in_order(claim))
-                    started += 1
+            await self._claim_and_send(free)
         except Exception:
             # Committed all the same: their timers go off later (upkeep sets lost ones again).
             log.exception("starting the status callbacks of %d calls failed", len(free))
             for call_id in free:
                 await self._arm(call_id, now_ms(), unless_set=True)
+
+    async def _claim_and_send(self, call_ids: list[str]) -> None:
+        """Claim each call's first open delivery and send it (then the call's next ones) in a
+        task of its own. Takes over one place per call from the caller, and gives back those
+        no task holds."""
+        started = 0
+        try:
+            for row in await db_callbacks.claim_next(self._stores.lookups, call_ids):
+                claim = await self._claimed_or_armed(row)
+                if claim is not None:
+                    self._spawn(self._send_in_order(claim))
+                    started += 1
         finally:
-            for _ in range(len(free) - started):
+            for _ in range(len(call_ids) - started):
                 self._places.release()
 
     async def flush(self) -> None:

@@ -11,13 +11,12 @@ from redis.exceptions import RedisError
 
 from calls import metrics as shared_metrics
 from calls.live import LiveState
-from calls.scenarios import longest_rest_ms
+from calls.scenarios import has_timer, longest_rest_ms
 from calls.stores import Stores
 from calls.timers import DueTimer, Timers
 from calls.transitions import Transitions
 from core import keys
 from core.clock import now_ms, to_ms
-from core.lifecycle import Status
 from db import calls as db_calls
 
 log = logging.getLogger(__name__)
@@ -70,7 +69,7 @@ async def resume_moves(stores: Stores, limit: int) -> int:
     overdue = [
         row
         for row in rows
-        if row["status"] != Status.ON_HOLD
+        if has_timer(row)
         and now - to_ms(row["status_changed_at"]) > longest_rest_ms(row, settings) + grace
     ]
     members = [keys.advance_timer(row["call_id"], row["seq"], row["status"]) for row in overdue]

@@ -244,6 +244,18 @@ def _planned_rest_ms(call: Mapping[str, Any]) -> int | None:
     return _UNPLANNED
 
 
+def has_timer(call: Mapping[str, Any]) -> bool:
+    """Whether a simulated call's state is left on a timer (not COMPLETED, nor ON_HOLD
+    without a scripted hold: that waits for the client's call_resumed)."""
+    match Status(call["status"]):
+        case Status.COMPLETED:
+            return False
+        case Status.ON_HOLD:
+            plan = plan_of(call)
+            return plan is not None and plan.hold_ms > 0
+    return True
+
+
 def reachable(call: Mapping[str, Any], to: Status) -> bool:
     """Whether advancing a simulated call can take it to `to`: a state still ahead on its
     course (an unscripted call's open choice counts both ways; it holds only on a client's

@@ -220,8 +220,10 @@ class Transitions:
     def durations(self, call: Row, event: Event, at: datetime, reported: Reported) -> Durations:
         """What the rules measure: the sender's own figures where given, else the call's
         recorded timestamps. A simulated call's time is divided by TIME_SCALE, so the rules
-        judge it in the time of the world it simulates."""
-        scale = self._stores.settings.time_scale if call["kind"] == "simulated" else 1.0
+        judge it in the time of the world it simulates; but a call with a scenario lives in
+        real time (its scripted times are real ms), and is judged so."""
+        simulated = call["kind"] == "simulated" and call.get("scenario") is None
+        scale = self._stores.settings.time_scale if simulated else 1.0
 
         def measured(given: float | None, since: str) -> float | None:
             if given is not None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from redis.asyncio import Redis
 
 from tests.integration.conftest import Api
 from tests.integration.platform import Platform
@@ -211,7 +212,7 @@ async def test_advance_racing_the_timer_makes_one_transition(api: Api) -> None:
         assert status == 200, moved
         return moved
 
-    offsets = [-30 + 4 * i for i in range(16)]  # around the moment the timer fires
+    offsets = [-40 + 12 * i for i in range(16)]  # around the moment the timer fires
     moves = await asyncio.gather(
         *(race(c["call_id"], offset) for c, offset in zip(created, offsets, strict=True))
     )
@@ -344,3 +345,24 @@ async def test_a_whole_scripted_call_takes_milliseconds(api: Api, platform: Plat
 
     assert (status, moved["status"]) == (200, "COMPLETED")
     assert loop.time() - started < 0.5
+
+
+async def test_a_scripted_hold_whose_timer_redis_lost_is_resumed_by_upkeep(
+    platform_factory, make_api
+) -> None:
+    own = await platform_factory()
+    api = await make_api(max_concurrent=100, max_cps=100, on=own)
+    scenario = {"outcome": "completed", "ring_ms": NEVER_MS, "talk_ms": 600, "hold_ms": 400}
+    created = await create(api, scenario=scenario)
+    status, held = await advance(api, created["call_id"], "ON_HOLD")
+    assert (status, held["status"]) == (200, "ON_HOLD")
+    redis = Redis.from_url(own.redis_url)
+    try:
+        await redis.flushall()
+    finally:
+        await redis.aclose()
+
+    # Upkeep (every 0.3 s, 1 s past the longest rest) sets the hold's timer again.
+    call = await api.wait_for(created["call_id"], lambda c: c["status"] == "COMPLETED")
+
+    assert call["end_reason"] == "completed"

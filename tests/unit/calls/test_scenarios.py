@@ -14,6 +14,7 @@ from calls.scenarios import (
     Plan,
     Scenario,
     draw_outcome,
+    has_timer,
     longest_rest_ms,
     make_plan,
     next_step,
@@ -304,3 +305,12 @@ def test_toward_does_not_change_a_scripted_outcome() -> None:
     step = next_step(call, settings(), random.Random(1), Status.ANSWERED)
 
     assert step.target is Status.UNANSWERED
+
+
+def test_only_a_scripted_hold_is_left_on_a_timer() -> None:
+    held = scripted(Status.ON_HOLD, Scenario(outcome=Outcome.COMPLETED, talk_ms=10, hold_ms=5))
+
+    assert has_timer(held)
+    assert not has_timer(unscripted(Status.ON_HOLD))
+    assert not has_timer(unscripted(Status.COMPLETED))
+    assert has_timer(unscripted(Status.UNANSWERED))
