@@ -15,6 +15,7 @@ from api.middlewares import authenticate, errors, request_id, security_headers
 from api.realtime.hub import Hub
 from api.routes import setup_routes
 from calls.batches import IN_FLIGHT, Batcher
+from calls.control import CallControl
 from calls.events import EventService
 from calls.limits import open_limiter
 from calls.recordings import Recordings
@@ -42,6 +43,7 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
     # not at the first request.
     await limiter.settle_left_ms()
     app[appkeys.CALLS] = CallService(stores, inserts, limiter)
+    app[appkeys.CONTROL] = CallControl(stores, transitions)
     app[appkeys.EVENTS] = EventService(stores, transitions, inserts, writes, limiter)
     yield
     await inserts.aclose()

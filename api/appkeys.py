@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from api.auth import KeyResolver
 from api.realtime.hub import Hub
+from calls.control import CallControl
 from calls.events import EventService
 from calls.recordings import Recordings
 from calls.service import CallService
@@ -19,6 +20,7 @@ SETTINGS = web.AppKey("settings", Settings)
 STORES = web.AppKey("stores", Stores)
 KEYS = web.AppKey("keys", KeyResolver)
 CALLS = web.AppKey("calls", CallService)
+CONTROL = web.AppKey("control", CallControl)
 EVENTS = web.AppKey("events", EventService)
 TRANSITIONS = web.AppKey("transitions", Transitions)
 RECORDINGS = web.AppKey("recordings", Recordings)

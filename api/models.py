@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from core.lifecycle import Event, Status
+from core.lifecycle import EndReason, Event, Status
 from core.rules import Flag
 
 
@@ -35,6 +35,25 @@ class Index(BaseModel):
     links: dict[str, str]
 
 
+class Plan(BaseModel):
+    """A scenario with every choice made (times in real ms)."""
+
+    outcome: Literal["completed", "no_answer", "busy", "failed"]
+    queue_ms: int = Field(description="QUEUED until RINGING.")
+    ring_ms: int = Field(description="RINGING until answered or not.")
+    talk_ms: int | None = Field(description="ANSWERED until COMPLETED, the hold included.")
+    hold_ms: int = Field(description="The ON_HOLD within the talk; 0: none.")
+    hold_after_ms: int = Field(description="The talk before the hold.")
+    unanswered_ms: int | None = Field(description="UNANSWERED until COMPLETED.")
+    fail_upload_attempts: int
+    seed: int | None
+
+
+# Shown only for a call created with them.
+_SCENARIO = Field(default=None, description="Only for a call created with a scenario.")
+_CALLBACK = Field(default=None, description="Only for a call created with a status callback.")
+
+
 class CreatedCall(BaseModel):
     call_id: str
     status: Status
@@ -44,6 +63,9 @@ class CreatedCall(BaseModel):
     created_at: str
     websocket_url: str
     stream_url: str
+    scenario: Plan | None = _SCENARIO
+    status_callback: str | None = _CALLBACK
+    status_callback_events: list[Status] | None = _CALLBACK
 
 
 class Call(BaseModel):
@@ -56,11 +78,14 @@ class Call(BaseModel):
     source: Literal["simulated", "ingested"]
     queue_id: str | None
     agent_id: str | None
-    end_reason: str | None
+    end_reason: EndReason | None
     flags: list[Flag]
     recording_url: str | None = Field(description="Served by the API to the call's owner.")
     created_at: str
     updated_at: str
+    scenario: Plan | None = _SCENARIO
+    status_callback: str | None = _CALLBACK
+    status_callback_events: list[Status] | None = _CALLBACK
 
 
 class CallPage(BaseModel):
@@ -81,6 +106,50 @@ class Message(BaseModel):
     event: Event
     flags: list[Flag] = Field(description="The call's flags after this event.")
     timestamp: str
+
+
+class StatusUpdate(Message):
+    """A transition as a status callback carries it (the body POSTed to `status_callback`), and
+    as `advance` and `hangup` answer it."""
+
+    end_reason: EndReason | None = Field(description="Why the call ended; null before COMPLETED.")
+
+
+class CallbackAttempt(BaseModel):
+    attempt: int = Field(description="1, 2, ... as X-MockComms-Attempt said.")
+    status_code: int | None = Field(description="The receiver's answer; null when none came.")
+    error: str | None = Field(description="Why no answer came: a timeout, a connection error.")
+    latency_ms: float = Field(description="From sending to the answer (or the error).")
+    attempted_at: str
+
+
+class CallbackDelivery(BaseModel):
+    """One transition's status callback: its delivery and every attempt at it."""
+
+    delivery_id: str = Field(description="X-MockComms-Delivery: the same for every attempt.")
+    seq: int
+    status: Status = Field(description="The status of the transition delivered.")
+    state: Literal["pending", "delivering", "delivered", "stopped", "failed"] = Field(
+        description="delivered: a 2xx; stopped: a 410 (here or earlier); failed: every attempt"
+        " failed (a dead letter in rq-dashboard, queue retries)."
+    )
+    committed_at: str = Field(description="When the transition was committed.")
+    next_attempt_at: str | None = Field(description="When it is tried next (pending only).")
+    delivered_at: str | None
+    last_error: str | None
+    attempts: list[CallbackAttempt]
+
+
+class CallbackLog(BaseModel):
+    call_id: str
+    status_callback: str | None
+    status_callback_events: list[Status] | None = Field(description="null: every status.")
+    stopped_at: str | None = Field(description="When a 410 stopped the call's callbacks.")
+    data: list[CallbackDelivery]
+    limit: int = Field(description="The page size used (requests over 100 are served at 100).")
+    next_after_seq: int | None = Field(
+        description="Pass as after_seq for the next page; null on the last page."
+    )
 
 
 class StoredEvent(Message):

@@ -102,7 +102,7 @@ def _template(path: str) -> str:
 def _models(routes: list[Route]) -> list[type[BaseModel]]:
     found: dict[str, type[BaseModel]] = {"Error": models.Error}
     for route in routes:
-        for model in (route.body, route.query, *route.ok.values()):
+        for model in (route.body, route.query, route.callback, *route.ok.values()):
             if isinstance(model, type) and issubclass(model, BaseModel):
                 found[model.__name__] = model
     found["Message"] = models.Message
@@ -137,6 +137,8 @@ def _operation(route: Route) -> dict[str, Any]:
             "required": True,
             "content": {"application/json": {"schema": _ref(route.body)}},
         }
+    if route.callback is not None:
+        operation["callbacks"] = {"statusCallback": _status_callback(route.callback)}
     for status, answer in route.ok.items():
         operation["responses"][str(status)] = _response(status, answer, route)
     errors = {*route.errors, *_COMMON_ERRORS} | (set() if route.public else {401})
@@ -179,6 +181,56 @@ def _operation(route: Route) -> dict[str, Any]:
             }
         operation["responses"][str(status)] = response
     return operation
+
+
+# The headers of every status callback (calls/callbacks.py, calls/signing.py).
+_CALLBACK_HEADERS = {
+    "X-MockComms-Signature": (
+        "t=<unix seconds>,v1=<hex HMAC-SHA256(signing secret, '<t>.<raw body>')>, the key the"
+        " whole whsec_ secret: verify over the raw body, in constant time, refusing a t more than"
+        " 5 minutes off."
+    ),
+    "X-MockComms-Delivery": "The delivery's id: the same on every attempt at it.",
+    "X-MockComms-Attempt": "1 on the first attempt, then 2, 3, ...",
+}
+
+
+def _status_callback(body: type[BaseModel]) -> dict[str, Any]:
+    """The callback a call's `status_callback` receives, one POST per transition."""
+    return {
+        "{$request.body#/status_callback}": {
+            "post": {
+                "summary": "A transition of the call (in seq order per call, at least once)",
+                "description": (
+                    "Sent for each transition of the call whose status is in"
+                    " status_callback_events (all by default). A 2xx ends the delivery; a 410"
+                    " stops the call's later callbacks; anything else, a timeout"
+                    " (CALLBACK_TIMEOUT_MS) or a connection error is retried with exponential"
+                    " backoff (CALLBACK_MAX_ATTEMPTS, CALLBACK_BACKOFF_BASE_MS). A later"
+                    " callback of the call waits for the earlier one."
+                ),
+                "parameters": [
+                    {
+                        "name": name,
+                        "in": "header",
+                        "required": True,
+                        "description": text,
+                        "schema": {"type": "string"},
+                    }
+                    for name, text in _CALLBACK_HEADERS.items()
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(body)}},
+                },
+                "responses": {
+                    "2XX": {"description": "Delivered."},
+                    "410": {"description": "Gone: no more callbacks for this call."},
+                    "default": {"description": "Not delivered: tried again later."},
+                },
+            }
+        }
+    }
 
 
 def _response(status: int, answer: type[BaseModel] | str, route: Route) -> dict[str, Any]:

@@ -31,7 +31,11 @@ _SHARED_COUNTERS = {
     "upload_attempts": "Recording upload attempts made.",
     "upload_attempts_failed": "Upload attempts that failed (retried, or in uploads_failed).",
     "transitions": "Timed transitions applied by the workers.",
+    "callback_attempts": "Status callback attempts made.",
+    "callback_attempts_failed": "Status callback attempts that got no 2xx (retried, or spent).",
 }
+# How a status callback delivery ends (counters `callbacks_<outcome>` in Redis).
+CALLBACK_OUTCOMES = ("delivered", "stopped", "failed")
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,9 @@ class Figures:
     timers_overdue: Mapping[str, int]
     # Realtime subscriptions open on this API process.
     open_streams: int
-    # What calls.metrics.read returns: the raw lateness histogram and the workers' counters.
-    lateness: Mapping[str, float]
+    # What calls.metrics.read returns: the raw histograms, by their Redis hash, and the workers'
+    # counters.
+    histograms: Mapping[str, Mapping[str, float]]
     shared: Mapping[str, int]
 
 
@@ -72,7 +77,7 @@ class Exposition(Collector):
         yield depth
         yield _by_kind(
             "mockcomms_timers_pending",
-            "Timers set, by kind (adv: move a call on, upl: upload).",
+            "Timers set, by kind (adv: move a call on, upl: upload, cbk: status callback).",
             figures.timers_pending,
         )
         yield _by_kind(
@@ -85,9 +90,19 @@ class Exposition(Collector):
             "Realtime subscriptions open on this API process.",
             value=figures.open_streams,
         )
-        yield shared_metrics.lateness_histogram(figures.lateness)
+        for histogram, raw in figures.histograms.items():
+            yield shared_metrics.histogram_family(histogram, raw)
         for name, text in _SHARED_COUNTERS.items():
             yield CounterMetricFamily(f"mockcomms_{name}", text, value=figures.shared.get(name, 0))
+        deliveries = CounterMetricFamily(
+            "mockcomms_callback_deliveries",
+            "Status callback deliveries ended, by outcome: delivered (a 2xx), stopped (a 410),"
+            " failed (attempts spent; a requeued dead letter that fails again counts again).",
+            labels=["outcome"],
+        )
+        for outcome in CALLBACK_OUTCOMES:
+            deliveries.add_metric([outcome], figures.shared.get(f"callbacks_{outcome}", 0))
+        yield deliveries
         yield from self.process.collect()
 
 

@@ -39,3 +39,5 @@ class Route:
     # A call's own streams also open with its stream token (`token=`), which names no key.
     call_token: bool = False
     tag: str = "calls"
+    # What the platform POSTs to the URL the body's `status_callback` names (its callbacks).
+    callback: type[BaseModel] | None = None

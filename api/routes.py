@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from api import appkeys, models, schemas
-from api.handlers import calls, docs, events, health, metrics, pages, recordings, streams
+from api.handlers import callbacks, calls, docs, events, health, metrics, pages, recordings, streams
 from api.route import AUDIO, HTML, SSE, WEBSOCKET, Route
 
 # One line per route, so the table reads top to bottom (hence no formatter and long lines here).
@@ -20,10 +20,13 @@ ROUTES: list[Route] = [
     Route("GET",  "/docs",          pages.page("docs.html"), "This document in Swagger UI", {200: HTML}, **P),
     Route("GET",  "/dashboard",     pages.page("dashboard.html"), "The live dashboard page", {200: HTML}, **P),
     Route("GET",  "/static/{name:.+}", pages.asset,  "The pages' scripts and styles", {200: "text/*"}, (404,), **P),
-    Route("POST", "/calls",         calls.create_call, "Create a simulated call",     {201: models.CreatedCall}, (400, 422, 429), body=schemas.CreateCall,
+    Route("POST", "/calls",         calls.create_call, "Create a simulated call",     {201: models.CreatedCall}, (400, 422, 429), body=schemas.CreateCall, callback=models.StatusUpdate,
           headers={"Idempotency-Key": "A repeat replays the first answer; the same key with another body is a 422."}),
     Route("GET",  "/calls",         calls.list_calls, "The key's calls, newest first", {200: models.CallPage}, (400,), query=schemas.ListCalls),
     Route("GET",  "/calls/{call_id}", calls.get_call, "One call",                     {200: models.Call}, (400, 404)),
+    Route("POST", "/calls/{call_id}/advance", calls.advance_call, "Move a simulated call to its next timed state now", {200: models.StatusUpdate}, (400, 404, 409), query=schemas.Advance),
+    Route("POST", "/calls/{call_id}/hangup", calls.hang_up_call, "End a simulated call now, as its caller hanging up", {200: models.StatusUpdate}, (400, 404, 409)),
+    Route("GET",  "/calls/{call_id}/callbacks", callbacks.call_callbacks, "A call's status callbacks, each with every attempt", {200: models.CallbackLog}, (400, 404), query=schemas.CallbackPage),
     Route("GET",  "/calls/{call_id}/events", events.call_events, "A call's history, in order, a page at a time", {200: models.History}, (400, 404), query=schemas.HistoryPage, tag="events"),
     Route("GET",  "/calls/{call_id}/recording", recordings.get_recording, "A call's recording", {200: AUDIO}, (400, 404)),
     Route("GET",  "/calls/{call_id}/stream", streams.call_stream, "Follow one call (SSE)", {200: SSE}, (400, 404), query_token=True, call_token=True, tag="realtime",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -17,10 +17,19 @@ from pydantic import (
     Strict,
     StrictStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
+from calls.destinations import MAX_URL_LENGTH
 from calls.events import PostedEvent
+from calls.scenarios import (
+    MAX_FAIL_UPLOAD_ATTEMPTS,
+    MAX_SCENARIO_MS,
+    MAX_SEED,
+    Outcome,
+    Scenario,
+)
 from calls.transitions import Reported
 from core.call_ids import REF_RULE, parse_call_id
 from core.errors import BadRequest, DomainError
@@ -63,12 +72,78 @@ IsoDateTime = Annotated[datetime, BeforeValidator(_iso_date_time), AfterValidato
 PhoneNumber = Annotated[StrictStr, Field(pattern=r"^\+[0-9]{2,15}$")]
 
 
+ScenarioMs = Annotated[int, Strict(), Field(ge=0, le=MAX_SCENARIO_MS)]
+
+
+class ScenarioBody(BaseModel):
+    """A simulated call's scripted course; every field optional. Times are real milliseconds
+    (TIME_SCALE does not apply to them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: Outcome | None = Field(
+        default=None,
+        description="How the call ends (its end_reason); unscripted: drawn as for any call.",
+    )
+    ring_ms: ScenarioMs | None = Field(default=None, description="RINGING until answered or not.")
+    talk_ms: ScenarioMs | None = Field(
+        default=None, description="ANSWERED until COMPLETED, the hold included (answered only)."
+    )
+    hold_ms: ScenarioMs | None = Field(
+        default=None,
+        description="An ON_HOLD this long in the middle of the talk (answered only; 0: none).",
+    )
+    fail_upload_attempts: Annotated[int, Strict(), Field(ge=0, le=MAX_FAIL_UPLOAD_ATTEMPTS)] = (
+        Field(default=0, description="The recording upload's first attempts that fail.")
+    )
+    seed: Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)] | None = Field(
+        default=None, description="Makes every choice left open the same, run after run."
+    )
+
+    @field_validator("talk_ms", "hold_ms")
+    @classmethod
+    def _answered_only(cls, value: int | None, info: ValidationInfo) -> int | None:
+        outcome = info.data.get("outcome")
+        if value is not None and outcome not in (None, Outcome.COMPLETED):
+            raise ValueError(f"applies only to an answered call, not to outcome {outcome}")
+        return value
+
+    @field_validator("hold_ms")
+    @classmethod
+    def _within_the_talk(cls, value: int | None, info: ValidationInfo) -> int | None:
+        talk_ms = info.data.get("talk_ms")
+        if value is not None and talk_ms is not None and value > talk_ms:
+            raise ValueError(f"must not be longer than talk_ms ({talk_ms})")
+        return value
+
+    def scenario(self) -> Scenario:
+        return Scenario(**self.model_dump())
+
+
 class CreateCall(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     from_: PhoneNumber = Field(alias="from")
     to: PhoneNumber
     metadata: dict[str, Any] = Field(default_factory=dict)
+    scenario: ScenarioBody | None = None
+    status_callback: Annotated[StrictStr, Field(min_length=1, max_length=MAX_URL_LENGTH)] | None = (
+        Field(
+            default=None,
+            description="An http(s) URL each transition of the call is POSTed to, signed; its"
+            " host must be in CALLBACK_ALLOWED_HOSTS (by default: loopback only).",
+        )
+    )
+    status_callback_events: (
+        Annotated[list[Status], Field(min_length=1, max_length=2 * len(Status))] | None
+    ) = Field(default=None, description="The statuses to call back (default: every one).")
+
+    @field_validator("status_callback_events")
+    @classmethod
+    def _with_a_callback(cls, value: list[Status] | None, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("status_callback", "") is None:
+            raise ValueError("needs a status_callback")
+        return None if value is None else list(dict.fromkeys(value))
 
 
 MAX_PAGE_SIZE = 100
@@ -101,21 +176,47 @@ class ListCalls(BaseModel):
 
 
 MAX_HISTORY_PAGE = 1_000
+# Deliveries a page of a call's callbacks holds, each with its attempts (CALLBACK_MAX_ATTEMPTS).
+MAX_DELIVERIES_PAGE = 100
 
 
-class HistoryPage(BaseModel):
-    """`GET /calls/{id}/events`: a page of a call's history."""
+class _SeqPage(BaseModel):
+    """A page of what a call has per seq, `limit` after `after_seq`."""
 
     model_config = ConfigDict(extra="forbid")
+    # The largest page served: larger asks are served at it, and the answer's `limit` says so.
+    most: ClassVar[int]
 
-    # Larger asks are served at the cap, and the answer's `limit` says so.
     limit: int = Field(default=100, ge=1)
-    after_seq: int = Field(default=0, ge=0, le=2**31 - 1, description="Events after this seq.")
+    after_seq: int = Field(default=0, ge=0, le=2**31 - 1, description="Start after this seq.")
 
     @field_validator("limit")
     @classmethod
     def _cap(cls, value: int) -> int:
-        return min(value, MAX_HISTORY_PAGE)
+        return min(value, cls.most)
+
+
+class HistoryPage(_SeqPage):
+    """`GET /calls/{id}/events`: a page of a call's history."""
+
+    most = MAX_HISTORY_PAGE
+
+
+class CallbackPage(_SeqPage):
+    """`GET /calls/{id}/callbacks`: a page of a call's status callback deliveries."""
+
+    most = MAX_DELIVERIES_PAGE
+
+
+class Advance(BaseModel):
+    """`POST /calls/{id}/advance`: where to take the call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: Status | None = Field(
+        default=None,
+        description="Run the call through every state up to this one (default: the next).",
+    )
 
 
 # Events: one model per event type, told apart by `event`. Durations are seconds.
@@ -244,6 +345,7 @@ _HINTS = {
     "dict_type": "must be a JSON object",
     "extra_forbidden": "is not a known field",
     "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
     "float_type": "must be a number of seconds",
     "greater_than_equal": "is too small",
     "less_than_equal": "is too large",

@@ -25,14 +25,15 @@ With --base-url it drives the same client scenarios against any implementation o
 when a PostgreSQL server answers at DATABASE_URL.
 
 Scenarios (in order): post_calls, post_latency, open_loop, get_call, post_events, e2e, knee
-(end to end at rising rates until one is not held), limits, sse, purge (the request figures
-while a million calls past their retention are deleted). Before each, it waits for the calls
-of the last one to finish. Throughput comes from wrk (2 threads), open-loop latency from a
-client that sends at a fixed rate and times each request from its intended send time. What the
-runs made is checked as they go (every call completed exactly once with its recording and an
-unbroken history, nothing lost, limits held), and a fault counts against the figure. Each
-figure is also given as a share of the bare ceiling (bench/bare.py: the same round trips to
-PostgreSQL and Redis, no logic), measured right before it on the same configuration's stores.
+(end to end at rising rates until one is not held), limits, sse, callbacks (status callbacks to
+a receiver of the bench's own: on our own platform only), purge (the request figures while a
+million calls past their retention are deleted). Before each, it waits for the calls of the last
+one to finish. Throughput comes from wrk (2 threads), open-loop latency from a client that sends
+at a fixed rate and times each request from its intended send time. What the runs made is
+checked as they go (every call completed exactly once with its recording and an unbroken
+history, nothing lost, limits held), and a fault counts against the figure. Each figure is also
+given as a share of the bare ceiling (bench/bare.py: the same round trips to PostgreSQL and
+Redis, no logic), measured right before it on the same configuration's stores.
 
 Logs and wrk scripts go to .run/bench/<time>/<configuration>/; the JSON (every figure, the
 machine, each configuration's settings, CPU per process, Redis commands per second) to --json
@@ -88,6 +89,7 @@ LOAD_OPTIONS = (
     ("--sse-streams", "sse_streams", int, "streams to open"),
     ("--sse-rate", "sse_rate", float, "updates per second posted to them"),
     ("--drain-timeout", "drain_timeout_s", float, "seconds to wait for calls to finish"),
+    ("--callbacks-rate", "callbacks_rate", float, "calls per second with status callbacks"),
 )
 
 

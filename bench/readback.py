@@ -241,3 +241,43 @@ async def count_calls(pool: asyncpg.Pool, key_ids: list[str]) -> int:
     return await pool.fetchval(
         "SELECT count(*) FROM calls WHERE api_key_id = ANY($1::uuid[])", key_ids
     )
+
+
+async def callback_commits(pool: asyncpg.Pool, key_id: str) -> dict[tuple[str, int], float]:
+    """Every transition of a key's calls that is to be called back, (call id, seq) -> when its
+    delivery was written with it (epoch ms, PostgreSQL's clock)."""
+    rows = await pool.fetch(
+        """
+        SELECT d.call_id::text, d.seq, extract(epoch FROM d.created_at)::float8 * 1000 AS ms
+          FROM callback_deliveries d JOIN calls c ON c.id = d.call_id
+         WHERE c.api_key_id = $1
+        """,
+        key_id,
+    )
+    return {(row["call_id"], row["seq"]): row["ms"] for row in rows}
+
+
+async def transitions_without_callback(pool: asyncpg.Pool, key_id: str) -> int:
+    """Transitions of a key's calls that have no callback delivery (each should have one)."""
+    return await pool.fetchval(
+        """
+        SELECT count(*) FROM call_events e JOIN calls c ON c.id = e.call_id
+         WHERE c.api_key_id = $1
+           AND NOT EXISTS (SELECT 1 FROM callback_deliveries d
+                            WHERE d.call_id = e.call_id AND d.seq = e.seq)
+        """,
+        key_id,
+    )
+
+
+async def open_callbacks(pool: asyncpg.Pool, key_id: str | None = None) -> int:
+    """Status callback deliveries not yet delivered, stopped or spent (of one key, or all)."""
+    return await pool.fetchval(
+        """
+        SELECT count(*) FROM callback_deliveries d
+         WHERE d.status IN ('pending', 'delivering')
+           AND ($1::uuid IS NULL
+                OR d.call_id IN (SELECT id FROM calls WHERE api_key_id = $1::uuid))
+        """,
+        key_id,
+    )

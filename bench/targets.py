@@ -48,6 +48,13 @@ TARGETS: dict[str, Target] = {
     "purge_get_per_s": Target("GET /calls/{id} throughput during a purge", "/s", 6000, "min"),
     # Faster than calls are made at the end-to-end target, or the table would still grow.
     "purge_calls_per_s": Target("calls past retention deleted per second", "/s", 500, "min"),
+    "callback_post_p50_extra_ms": Target(
+        "POST /calls p50 with a status_callback, beyond one without", "ms", 1, "max"
+    ),
+    "callback_delivery_p99_ms": Target(
+        "status callback received, from commit, p99", "ms", 250, "max"
+    ),
+    "callbacks_checked": _check("status callbacks: every transition received, in order"),
 }
 
 
@@ -63,12 +70,13 @@ class Load:
     sse_rate: float  # updates per second posted to the streams
     drain_timeout_s: float  # the longest to wait for a run's calls to finish
     knee_rates: tuple[float, ...]  # end-to-end rates tried in turn, for e2e_duration_s each
+    callbacks_rate: float  # calls per second with a status callback
 
 
 # The loads: only figures measured at them (or beyond) are judged against the targets.
-FULL = Load(30, 1000, 500, 60, 10_000, 1000, 120, (500, 750, 1000, 1250, 1500))
+FULL = Load(30, 1000, 500, 60, 10_000, 1000, 120, (500, 750, 1000, 1250, 1500), 250)
 # A smoke run (--quick): every scenario for a few seconds; its figures are shown, not judged.
-QUICK = Load(3, 1000, 100, 5, 500, 500, 60, (50, 100))
+QUICK = Load(3, 1000, 100, 5, 500, 500, 60, (50, 100), 50)
 
 
 @dataclass

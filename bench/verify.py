@@ -365,3 +365,85 @@ def lateness_bounds(late: dict[str, Any]) -> tuple[float | None, float | None]:
         p99 = math.inf
     highest = math.inf if late.get("max_over_last_bucket") else late["max_ms"]
     return p99, highest
+
+
+@dataclass
+class CallbackCheck:
+    """The verdict on a run's status callbacks: every transition's delivery received, in seq
+    order per call, and how long after its commit the first copy came."""
+
+    expected: int = 0
+    delivered: int = 0
+    lost: int = 0
+    out_of_order: int = 0
+    # Copies of a delivery received before (at least once: not a problem).
+    repeated: int = 0
+    unexpected: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    # The same by seq: the first callback of a call is set off by the API, the later ones by
+    # the workers' own transitions, so they travel different paths.
+    latencies_by_seq: dict[int, list[float]] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def problems(self) -> int:
+        return self.lost + self.out_of_order
+
+    def summary(self) -> dict[str, Any]:
+        latencies = sorted(self.latencies_ms)
+        out: dict[str, Any] = {
+            k: getattr(self, k)
+            for k in ("expected", "delivered", "lost", "out_of_order", "repeated", "unexpected")
+        }
+        out["problems"] = self.problems
+        out["examples"] = self.examples
+        if latencies:
+            out["commit_to_receipt_ms"] = _spread(latencies)
+            out["commit_to_receipt_ms_by_seq"] = {
+                seq: _spread(sorted(values))
+                for seq, values in sorted(self.latencies_by_seq.items())
+            }
+        return out
+
+
+def _spread(sorted_ms: Sequence[float]) -> dict[str, float]:
+    return {
+        "p50": round(percentile(sorted_ms, 50), 1),
+        "p99": round(percentile(sorted_ms, 99), 1),
+        "max": round(sorted_ms[-1], 1),
+    }
+
+
+def judge_callbacks(
+    committed: Mapping[tuple[str, int], float], received: Iterable[tuple[str, int, float]]
+) -> CallbackCheck:
+    """`committed`: each transition that must be called back, (call id, seq) -> its commit
+    (epoch ms); `received`: what the receiver got, in the order it came, as (call id, seq,
+    epoch ms). A copy that comes after a later seq of its call is out of order."""
+    check = CallbackCheck(expected=len(committed))
+    first: dict[tuple[str, int], float] = {}
+    latest: dict[str, int] = {}
+    for call_id, seq, at_ms in received:
+        if (call_id, seq) not in committed:
+            check.unexpected += 1
+            continue
+        if seq < latest.get(call_id, 0):
+            check.out_of_order += 1
+            if len(check.examples) < 5:
+                check.examples.append(f"{call_id}: seq {seq} after seq {latest[call_id]}")
+        latest[call_id] = max(seq, latest.get(call_id, 0))
+        if (call_id, seq) in first:
+            check.repeated += 1
+        else:
+            first[(call_id, seq)] = at_ms
+    for key, committed_ms in committed.items():
+        if key in first:
+            check.delivered += 1
+            latency_ms = first[key] - committed_ms
+            check.latencies_ms.append(latency_ms)
+            check.latencies_by_seq.setdefault(key[1], []).append(latency_ms)
+        else:
+            check.lost += 1
+            if len(check.examples) < 5:
+                check.examples.append(f"{key[0]}: seq {key[1]} never received")
+    return check

@@ -4,9 +4,9 @@ and when a key at its concurrency limit is due to have a slot again."""
 from __future__ import annotations
 
 from calls.live import LiveState
+from calls.scenarios import rest_after_timer_ms
 from calls.stores import Stores
 from core import keys
-from core.lifecycle import Status, shortest_rest_ms
 from core.limiter import CallKind, Limiter
 from db import calls as db_calls
 
@@ -25,7 +25,7 @@ ENDS_LOOKED_AT = 50
 
 async def first_end_ms(stores: Stores, key_id: str) -> int | None:
     """When (epoch ms) the key's earliest active simulated call is due to end at the soonest:
-    its pending timer's due time, plus the shortest delays of the states after it; None when
+    its pending timer's due time, plus the least the rest of its course takes; None when
     no call of the key has a timer (on hold, or Redis does not know)."""
     mux = stores.mux
     slots = [
@@ -46,7 +46,7 @@ async def first_end_ms(stores: Stores, key_id: str) -> int | None:
         return None
     due = await mux.zmscore(keys.timers(keys.ADVANCE), [member for _, member in timed])
     ends = [
-        int(float(at)) + shortest_rest_ms(Status(call["status"]), stores.settings)
+        int(float(at)) + rest_after_timer_ms(call, stores.settings)
         for (call, _), at in zip(timed, due, strict=True)
         if at is not None
     ]

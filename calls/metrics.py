@@ -1,4 +1,5 @@
-"""Figures every process adds to and the API reports: timer lateness, upload attempts.
+"""Figures every process adds to and the API reports: timer lateness, upload attempts, status
+callbacks.
 
 They live in Redis, so the API's Prometheus text shows what the workers saw; a flushed Redis
 starts them from zero again, as a restarted process would.
@@ -17,51 +18,62 @@ from redis.asyncio import Redis
 from core import keys
 from core.redis_mux import Batch, Client
 
-# Upper bounds (ms) of the lateness histogram's buckets; past the last one is +Inf.
-LATENESS_BUCKETS_MS = (1, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000)
+# Upper bounds (ms) of the histograms' buckets; past the last one is +Inf.
+BUCKETS_MS = (1, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000)
+# The histograms kept in Redis: their hash (core/keys.py), name and help.
+HISTOGRAMS = {
+    keys.TIMER_LATENESS: (
+        "mockcomms_timer_lateness_seconds",
+        "How late timers fired: actual minus due transition time.",
+    ),
+    keys.CALLBACK_LATENCY: (
+        "mockcomms_callback_delivery_seconds",
+        "Status callbacks delivered (a 2xx): from the commit of their transition to the 2xx.",
+    ),
+}
 
 
-def observe_lateness(pipe: Batch, lateness_ms: Iterable[float]) -> None:
-    """Queue on `pipe` the lateness of fired timers (actual minus due time)."""
+def observe(pipe: Batch, histogram: str, values_ms: Iterable[float]) -> None:
+    """Queue on `pipe` values (ms) for one of the HISTOGRAMS."""
     counts: dict[str, int] = {}
     total = 0.0
-    for value in lateness_ms:
-        index = bisect_left(LATENESS_BUCKETS_MS, value)
-        bucket = str(LATENESS_BUCKETS_MS[index]) if index < len(LATENESS_BUCKETS_MS) else "+Inf"
+    for value in values_ms:
+        index = bisect_left(BUCKETS_MS, value)
+        bucket = str(BUCKETS_MS[index]) if index < len(BUCKETS_MS) else "+Inf"
         counts[bucket] = counts.get(bucket, 0) + 1
         total += value
     for bucket, count in counts.items():
-        pipe.hincrby(keys.TIMER_LATENESS, bucket, count)
+        pipe.hincrby(histogram, bucket, count)
     if counts:
-        pipe.hincrby(keys.TIMER_LATENESS, "count", sum(counts.values()))
-        pipe.hincrbyfloat(keys.TIMER_LATENESS, "sum_ms", total)
+        pipe.hincrby(histogram, "count", sum(counts.values()))
+        pipe.hincrbyfloat(histogram, "sum_ms", total)
 
 
 def count(pipe: Batch | Client, name: str, amount: int = 1) -> Any:
     return pipe.hincrby(keys.COUNTERS, name, amount)
 
 
-async def read(redis: Redis) -> tuple[dict[str, float], dict[str, int]]:
-    """The lateness histogram's raw bucket counts (plus count and sum_ms), and the counters."""
+async def read(redis: Redis) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    """Each of the HISTOGRAMS' raw bucket counts (plus count and sum_ms), and the counters."""
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(keys.TIMER_LATENESS)
+        for histogram in HISTOGRAMS:
+            pipe.hgetall(histogram)
         pipe.hgetall(keys.COUNTERS)
-        lateness, counters = await pipe.execute()
+        *histograms, counters = await pipe.execute()
     return (
-        {k.decode(): float(v) for k, v in lateness.items()},
+        {
+            name: {k.decode(): float(v) for k, v in raw.items()}
+            for name, raw in zip(HISTOGRAMS, histograms, strict=True)
+        },
         {k.decode(): int(v) for k, v in counters.items()},
     )
 
 
-def lateness_histogram(raw: Mapping[str, float]) -> HistogramMetricFamily:
-    """The lateness histogram from `read`'s raw bucket counts, in seconds, buckets cumulative."""
+def histogram_family(histogram: str, raw: Mapping[str, float]) -> HistogramMetricFamily:
+    """One of the HISTOGRAMS from `read`'s raw bucket counts, in seconds, buckets cumulative."""
     buckets, running = [], 0.0
-    for bound in (*LATENESS_BUCKETS_MS, "+Inf"):
+    for bound in (*BUCKETS_MS, "+Inf"):
         running += raw.get(str(bound), 0)
         buckets.append(("+Inf" if bound == "+Inf" else floatToGoString(bound / 1000), running))
-    return HistogramMetricFamily(
-        "mockcomms_timer_lateness_seconds",
-        "How late timers fired: actual minus due transition time.",
-        buckets=buckets,
-        sum_value=raw.get("sum_ms", 0) / 1000,
-    )
+    name, text = HISTOGRAMS[histogram]
+    return HistogramMetricFamily(name, text, buckets=buckets, sum_value=raw.get("sum_ms", 0) / 1000)

@@ -6,15 +6,17 @@ import hashlib
 import math
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
 
 from calls.batches import Batcher
+from calls.destinations import Destinations
 from calls.limits import first_end_ms
 from calls.live import LiveState
+from calls.scenarios import Scenario, make_plan
 from calls.stores import Stores
 from core import logs
 from core.call_ids import CallRef
@@ -45,6 +47,7 @@ class CallService:
         self._limiter = limiter
         self._live = LiveState(stores.mux)
         self._inserts = inserts
+        self._destinations = Destinations(stores.settings.callback_allowed_hosts)
 
     async def create(
         self,
@@ -54,18 +57,32 @@ class CallService:
         to_number: str,
         metadata: dict[str, Any],
         idempotency_key: str | None = None,
+        scenario: Scenario | None = None,
+        status_callback: str | None = None,
+        status_callback_events: list[str] | None = None,
     ) -> Created:
-        """Create a simulated call within the key's limits and start its timers.
+        """Create a simulated call within the key's limits and start its timers; a `scenario`
+        fixes its course (calls/scenarios.py), a `status_callback` gets its transitions
+        (calls/callbacks.py): a host outside CALLBACK_ALLOWED_HOSTS is a BadRequest.
 
         The call is committed to PostgreSQL before this returns. A request refused by a limit, or
         repeating an Idempotency-Key, takes no limit slot.
         """
         settings = self._stores.settings
+        if status_callback is not None:
+            self._destinations.check_url(status_callback)
         fingerprint = None
         if idempotency_key is not None:
-            fingerprint = request_fingerprint(
-                {"from": from_number, "to": to_number, "metadata": metadata}
-            )
+            asked: dict[str, Any] = {"from": from_number, "to": to_number, "metadata": metadata}
+            # What only some calls have counts only when given, so earlier fingerprints hold.
+            for name, value in (
+                ("scenario", None if scenario is None else asdict(scenario)),
+                ("status_callback", status_callback),
+                ("status_callback_events", status_callback_events),
+            ):
+                if value is not None:
+                    asked[name] = value
+            fingerprint = request_fingerprint(asked)
             earlier = await self._replay(key, idempotency_key, fingerprint)
             if earlier is not None:
                 return earlier
@@ -95,6 +112,9 @@ class CallService:
                 idempotency_key=idempotency_key,
                 request_hash=fingerprint,
                 request_id=logs.request_id.get(),
+                scenario=None if scenario is None else make_plan(scenario, settings).as_json(),
+                status_callback=status_callback,
+                status_callback_events=status_callback_events,
             )
         )
         row = await self._limiter.keep_if_created(inserted, key.id, call_id)

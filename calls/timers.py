@@ -1,5 +1,5 @@
-"""Due times of timed work (moving a call on, retrying an upload): one Redis sorted set per
-kind, scored by due time in epoch ms."""
+"""Due times of timed work (moving a call on, retrying an upload, sending a status callback): one
+Redis sorted set per kind, scored by due time in epoch ms."""
 
 from __future__ import annotations
 
@@ -27,9 +27,12 @@ class Timers:
         self._redis = redis
 
     @staticmethod
-    def schedule(pipe: Batch | Client, member: str, due_ms: int) -> Any:
-        """Set a timer (on a pipeline, or awaitable on a client); an existing one is moved."""
-        return pipe.zadd(keys.timers(keys.timer_kind(member)), {member: due_ms})
+    def schedule(
+        pipe: Batch | Client, member: str, due_ms: int, *, unless_set: bool = False
+    ) -> Any:
+        """Set a timer (on a pipeline, or awaitable on a client); an existing one is moved,
+        or with `unless_set` left as it is."""
+        return pipe.zadd(keys.timers(keys.timer_kind(member)), {member: due_ms}, nx=unless_set)
 
     @staticmethod
     def cancel(pipe: Batch | Client, member: str) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -14,13 +14,14 @@ import asyncpg
 
 from calls.live import LiveState
 from calls.publisher import Outgoing, Publisher
+from calls.scenarios import next_step, rest_ms
 from calls.stores import Stores
 from calls.timers import Timers
 from calls.views import message_of
 from core import keys, logs
 from core.clock import iso, now_ms
 from core.errors import Conflict, InvalidTransition, Unprocessable
-from core.lifecycle import TARGET_OF, Event, Status, next_status, timer_delay_ms
+from core.lifecycle import TARGET_OF, Event, Status, next_status
 from core.limiter import CallKind, slot_set
 from core.redis_mux import Batch
 from core.rules import Durations, Thresholds, raised_flags
@@ -33,17 +34,6 @@ Row = Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
-class Move:
-    """A timer's move: take `call_id` from the state it entered at `from_seq` to `to_status`."""
-
-    call_id: str
-    from_seq: int
-    from_status: str
-    to_status: str
-    event: str
-
-
-@dataclass(frozen=True, slots=True)
 class Reported:
     """What an event's sender measured, in seconds (None where not given)."""
 
@@ -52,13 +42,6 @@ class Reported:
     hold_duration: float | None = None
     duration: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def not_before_last(moment: datetime, call: Row) -> datetime:
-    """`moment`, or the call's latest event's time if that is later (a sender may date events
-    ahead of the platform's clock): a call's own times never run backwards."""
-    last = call["last_event_at"]
-    return max(moment, last) if last is not None else moment
 
 
 def event_data(
@@ -89,13 +72,17 @@ class Transitions:
             settings.wait_sla_s, settings.hold_limit_s, settings.short_call_s, settings.reroute_s
         )
         self._rng = rng or random.Random()
+        # Where the status callbacks of committed transitions go: when set (a worker process,
+        # which sends callbacks itself), they start at once; else their calls' timers are set.
+        self.send_callbacks: Callable[[list[str]], Awaitable[None]] | None = None
 
-    async def move(self, moves: Sequence[Move]) -> list[Row]:
-        """Apply the timers' moves whose call is still at the seq they were set at.
+    async def fire(self, timers: Sequence[keys.AdvanceTimer]) -> list[Row]:
+        """Move on the calls whose timers fell due, each only if it is still in the state its
+        timer was set in (the seq and the state both); the next state is decided here.
 
         A late timer, a duplicate job or a racing event finds the call moved on and is a no-op.
         """
-        unique = list({m.call_id: m for m in moves}.values())
+        unique = list({t.call_id: t for t in timers}.values())
         if not unique:
             return []
         # No lock and no transaction: read, decide, then one statement writes each move only
@@ -103,17 +90,33 @@ class Transitions:
         # UPDATE, write and COMMIT took four). A call an event moved in between is left alone,
         # as its timer is stale by then.
         now = datetime.now(UTC)
-        pool = self._stores.lookups
-        current = await db_calls.fetch_calls(pool, [m.call_id for m in unique])
+        current = await db_calls.fetch_calls(self._stores.lookups, [t.call_id for t in unique])
         decided = [
-            self.decide(row, Event(m.event), occurred_at=not_before_last(now, row))
-            for m in unique
-            if (row := current.get(m.call_id)) is not None
-            and row["seq"] == m.from_seq
-            and row["status"] == m.from_status
-            and next_status(Status(row["status"]), Event(m.event)) == m.to_status
+            transition
+            for t in unique
+            if (row := current.get(t.call_id)) is not None
+            and (row["seq"], row["status"]) == (t.seq, t.status)
+            and (transition := self.decide_timed(row, occurred_at=now)) is not None
         ]
-        decided.sort(key=lambda t: t.call_id)  # the order rows are met in, as far as it goes
+        return await self.write(decided)
+
+    def decide_timed(
+        self, call: Row, *, occurred_at: datetime, toward: Status | None = None
+    ) -> Transition | None:
+        """The move a simulated call's timer makes from the state it is in (calls/scenarios.py),
+        or None where it waits for an event (ON_HOLD) or has ended. `toward`: see next_step."""
+        step = next_step(call, self._stores.settings, self._rng, toward)
+        if step is None:
+            return None
+        return self.decide(call, step.event, occurred_at=occurred_at, end_reason=step.end_reason)
+
+    async def write(self, decided: list[Transition]) -> list[Row]:
+        """Write transitions in one statement (compare-and-set) and make them visible; returns
+        the calls moved (one that moved on since it was read is missing)."""
+        if not decided:
+            return []
+        decided = sorted(decided, key=lambda t: t.call_id)  # as write_transitions says
+        pool = self._stores.lookups
         try:
             rows = await db_calls.write_transitions(pool, decided)
         except asyncpg.DeadlockDetectedError:
@@ -134,7 +137,7 @@ class Transitions:
         event_id: str | None,
         agent_id: str | None = None,
         end_reason: str | None = None,
-        dated_by_sender: bool = True,
+        dated_by_sender: bool = False,
     ) -> Row | None:
         """The transition a posted event makes on `call` as read, to write with
         `write_decided`; raises InvalidTransition, naming both states, when the state machine
@@ -235,8 +238,10 @@ class Transitions:
     def durations(self, call: Row, event: Event, at: datetime, reported: Reported) -> Durations:
         """What the rules measure: the sender's own figures where given, else the call's
         recorded timestamps. A simulated call's time is divided by TIME_SCALE, so the rules
-        judge it in the time of the world it simulates."""
-        scale = self._stores.settings.time_scale if call["kind"] == "simulated" else 1.0
+        judge it in the time of the world it simulates; but a call with a scenario lives in
+        real time (its scripted times are real ms), and is judged so."""
+        simulated = call["kind"] == "simulated" and call.get("scenario") is None
+        scale = self._stores.settings.time_scale if simulated else 1.0
 
         def measured(given: float | None, since: str) -> float | None:
             if given is not None:
@@ -268,8 +273,8 @@ class Transitions:
         return Durations()
 
     async def after_commit(self, rows: Sequence[Row]) -> None:
-        """Make committed transitions visible: live hash, next timer, limit lease, upload, and
-        publish them.
+        """Make committed transitions visible: live hash, next timer, status callback, limit
+        lease, upload, and publish them.
 
         PostgreSQL has them already, so a Redis failure here loses nothing: upkeep re-arms
         timers and uploads from PostgreSQL, and the outbox republishes.
@@ -298,9 +303,14 @@ class Transitions:
         # One round trip for the updates and the publish; if it fails the publish is retried
         # alone, and what the updates missed upkeep repairs from PostgreSQL.
         await self.publisher.publish(outgoing, along=update_redis)
+        if self.send_callbacks is not None:
+            called_back = [row["call_id"] for row in rows if row.get("callback_queued")]
+            if called_back:
+                await self.send_callbacks(called_back)
 
     async def _queue_redis_updates(self, pipe: Batch, rows: Sequence[Row]) -> None:
-        """Queue each moved call's live view, next timer, lease release and upload on `pipe`."""
+        """Queue each moved call's live view, next timer, callback timer, lease release and
+        upload on `pipe`."""
         settings = self._stores.settings
         now = now_ms()
         for row in rows:
@@ -310,11 +320,15 @@ class Transitions:
             if row["kind"] == "simulated" and previous is not None:
                 # The timer of the state left behind is stale now; tidy it away.
                 Timers.cancel(pipe, keys.advance_timer(call_id, row["seq"] - 1, previous))
+            if row.get("callback_queued") and self.send_callbacks is None:
+                # A timer already set is for the call's first open delivery (or its retry):
+                # this one waits behind it.
+                Timers.schedule(pipe, keys.callback_timer(call_id), now, unless_set=True)
             if status is Status.COMPLETED:
                 pipe.zrem(slot_set(CallKind(row["kind"]), row["key_id"]), call_id)
                 Timers.schedule(pipe, keys.upload_timer(call_id), now)
             elif row["kind"] == "simulated":
-                delay = timer_delay_ms(status, settings, self._rng)
+                delay = rest_ms(row, settings, self._rng)
                 if delay is not None:
                     member = keys.advance_timer(call_id, row["seq"], status)
                     Timers.schedule(pipe, member, now + delay)

@@ -29,6 +29,10 @@ _LIVE_COLUMNS = (
     "agent_id",
     "end_reason",
 )
+# Columns only calls made for integrators' tests have (a scenario, a status callback): kept in
+# the live view and shown in a call's bodies only when set, so other calls look as they always
+# have.
+_WHEN_SET = ("status_callback", "status_callback_events", "scenario")
 _LIVE_TIMES = (
     "created_at",
     "updated_at",
@@ -46,6 +50,7 @@ def live_json(row: Mapping[str, Any]) -> bytes:
     """A call row from PostgreSQL as its live view."""
     view = {column: row[column] for column in _LIVE_COLUMNS}
     view["flags"] = list(view["flags"])
+    view |= _set_columns(row)
     for column in _LIVE_TIMES:
         moment = row[column]
         view[column] = None if moment is None else to_ms(moment)
@@ -61,6 +66,11 @@ def call_from_live(seq: bytes, view: bytes) -> dict[str, Any]:
         ms = call.get(column)  # a view written before the column: None
         call[column] = None if ms is None else from_ms(ms)
     return call
+
+
+def _set_columns(call: Mapping[str, Any]) -> dict[str, Any]:
+    """The `_WHEN_SET` columns the call has."""
+    return {column: value for column in _WHEN_SET if (value := call.get(column)) is not None}
 
 
 def absolute_url(url: str | None, base_url: str) -> str | None:
@@ -84,28 +94,36 @@ def _identity(call: Mapping[str, Any]) -> dict[str, Any]:
 
 def call_body(call: Mapping[str, Any], base_url: str) -> dict[str, Any]:
     """`GET /calls/{id}`."""
-    return _identity(call) | {
-        "type": call["call_type"],
-        "source": call["kind"],
-        "queue_id": call["queue_id"],
-        "agent_id": call["agent_id"],
-        "end_reason": call["end_reason"],
-        "flags": list(call["flags"]),
-        "recording_url": absolute_url(call["recording_url"], base_url),
-        "created_at": iso(call["created_at"]),
-        "updated_at": iso(call["updated_at"]),
-    }
+    return (
+        _identity(call)
+        | {
+            "type": call["call_type"],
+            "source": call["kind"],
+            "queue_id": call["queue_id"],
+            "agent_id": call["agent_id"],
+            "end_reason": call["end_reason"],
+            "flags": list(call["flags"]),
+            "recording_url": absolute_url(call["recording_url"], base_url),
+            "created_at": iso(call["created_at"]),
+            "updated_at": iso(call["updated_at"]),
+        }
+        | _set_columns(call)
+    )
 
 
 def created_body(call: Mapping[str, Any], base_url: str, stream_token: str) -> dict[str, Any]:
     """`POST /calls` 201: the original service's fields plus where to watch the call, URLs a
     browser can open as they are (they carry the call's stream token, never the key)."""
     ws_base = "ws" + base_url.removeprefix("http")
-    return _identity(call) | {
-        "created_at": iso(call["created_at"]),
-        "websocket_url": f"{ws_base}/ws?call_id={call['ref']}&token={stream_token}",
-        "stream_url": f"{base_url}/calls/{call['ref']}/stream?token={stream_token}",
-    }
+    return (
+        _identity(call)
+        | {
+            "created_at": iso(call["created_at"]),
+            "websocket_url": f"{ws_base}/ws?call_id={call['ref']}&token={stream_token}",
+            "stream_url": f"{base_url}/calls/{call['ref']}/stream?token={stream_token}",
+        }
+        | _set_columns(call)
+    )
 
 
 def message(
@@ -141,6 +159,12 @@ def message_of(event: Mapping[str, Any]) -> dict[str, Any]:
         flags=event["flags"],
         at=event["occurred_at"],
     )
+
+
+def status_update(event: Mapping[str, Any]) -> dict[str, Any]:
+    """A transition as a status callback carries it, and as `advance` and `hangup` answer it:
+    the realtime message plus why the call ended (null before COMPLETED)."""
+    return message_of(event) | {"end_reason": event["data"].get("end_reason")}
 
 
 def event_body(event: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,8 @@ state stays on one shard and the limiter's two keys of one API key share a slot.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 PREFIX = "mc"
 
 # Pub/sub channel of every transition; each API process holds one subscription to it.
@@ -15,12 +17,17 @@ EVENTS_CHANNEL = f"{PREFIX}:events"
 KEYS_CHANNEL = f"{PREFIX}:keys"
 # The scheduler's leader lock.
 SCHEDULER_LOCK = f"{PREFIX}:scheduler:leader"
-# Figures the processes share for /metrics: a lateness histogram and plain counters.
+# Figures the processes share for /metrics: histograms (lateness, callback delivery) and
+# plain counters.
 TIMER_LATENESS = f"{PREFIX}:metrics:timer_lateness"
+CALLBACK_LATENCY = f"{PREFIX}:metrics:callback_latency"
 COUNTERS = f"{PREFIX}:metrics:counters"
 
-# The RQ queue of the jobs that work off due timers (moves and uploads alike).
+# The RQ queue of the jobs that work off due timers (every kind alike).
 TIMERS_QUEUE = "timers"
+# The RQ queue of dead letters: work whose attempts are spent, left as failed jobs (one per call
+# and kind, `dead_letter_id`) that rq-dashboard can requeue.
+RETRIES_QUEUE = "retries"
 
 
 def call_state(call_id: str) -> str:
@@ -83,20 +90,36 @@ def key_id_of_leases(lease_key: str) -> str:
     return lease_key.split("{", 1)[1].split("}", 1)[0]
 
 
-# Timer members: "adv:<call id>:<seq>:<state>" and "upl:<call id>", one sorted set per kind
-# (scored by due time in epoch ms), so each kind's jobs take only their own.
+# Timed work: one sorted set of timers per kind (scored by due time in epoch ms), so each kind's
+# jobs take only their own. The kinds register their handlers in calls/timed_work.py. Members:
+#   "adv:<call id>:<seq>:<state>"  move a simulated call on from the state it entered at seq
+#   "upl:<call id>"                (re)try the upload of a call's recording
+#   "cbk:<call id>"                deliver a call's next status callback (one timer per call,
+#                                  whatever it has open: its deliveries go one at a time)
 ADVANCE = "adv"
 UPLOAD = "upl"
-TIMER_KINDS = (ADVANCE, UPLOAD)
+CALLBACK = "cbk"
+TIMER_KINDS = (ADVANCE, UPLOAD, CALLBACK)
+# The RQ job id of a call's spent work of a kind (RQ ids take only A-Z, a-z, 0-9, _ and -).
+_DEAD_LETTERS = {UPLOAD: "upload", CALLBACK: "callbacks"}
 
 
 def timers(kind: str) -> str:
-    """Sorted set of the timers of one kind (`ADVANCE`, `UPLOAD`)."""
+    """Sorted set of the timers of one kind (`TIMER_KINDS`)."""
     return f"{PREFIX}:timers:{kind}"
 
 
 def timer_kind(member: str) -> str:
     return member.split(":", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class AdvanceTimer:
+    """What an `ADVANCE` member says: move `call_id` on from `status`, entered at `seq`."""
+
+    call_id: str
+    seq: int
+    status: str
 
 
 def advance_timer(call_id: str, seq: int, status: str) -> str:
@@ -108,6 +131,28 @@ def advance_timer(call_id: str, seq: int, status: str) -> str:
     return f"{ADVANCE}:{call_id}:{seq}:{status}"
 
 
+def parse_advance_timer(member: str) -> AdvanceTimer:
+    """The call, seq and state an `advance_timer` member names."""
+    _, call_id, seq, status = member.split(":")
+    return AdvanceTimer(call_id, int(seq), status)
+
+
 def upload_timer(call_id: str) -> str:
     """Timer that (re)tries the recording upload of a call."""
     return f"{UPLOAD}:{call_id}"
+
+
+def callback_timer(call_id: str) -> str:
+    """Timer that delivers a call's first open status callback."""
+    return f"{CALLBACK}:{call_id}"
+
+
+def dead_letter_id(kind: str, call_id: str) -> str:
+    """The failed RQ job that holds a call's spent work of `kind` (`upload-<call id>`,
+    `callbacks-<call id>`)."""
+    return f"{_DEAD_LETTERS[kind]}-{call_id}"
+
+
+def timer_call_id(member: str) -> str:
+    """The call a timer of one call (`upload_timer`, ...) is for."""
+    return member.split(":", 2)[1]

@@ -33,13 +33,16 @@ TERMINAL = Status.COMPLETED
 
 
 class EndReason(StrEnum):
-    """Why a call ended (`end_reason`): as its sender said (completed, abandoned, failed,
-    canceled), or the platform's `timeout` for an ingested call left idle."""
+    """Why a call ended (`end_reason`): a simulated call's outcome (completed, no_answer, busy,
+    failed) or hang-up (canceled), what an ingested call's sender said (completed, abandoned,
+    failed, canceled), or the platform's `timeout` for an ingested call left idle."""
 
     COMPLETED = "completed"
-    ABANDONED = "abandoned"
+    NO_ANSWER = "no_answer"
+    BUSY = "busy"
     FAILED = "failed"
     CANCELED = "canceled"
+    ABANDONED = "abandoned"
     TIMEOUT = "timeout"
 
 
@@ -106,32 +109,3 @@ def longest_delay_ms(current: Status, settings: Settings) -> int:
     """The longest a simulated call may rest in `current` before its timer fires."""
     stage = _TIMED.get(current)
     return settings.scaled_ms(getattr(settings, f"{stage}_delay_max_ms")) if stage else 0
-
-
-def shortest_rest_ms(current: Status, settings: Settings) -> int:
-    """The least time, after the timer of `current` fires, before a simulated call completes:
-    answered or not, it then talks or waits before its last timer."""
-    last = settings.scaled_ms(min(settings.talk_delay_min_ms, settings.unanswered_delay_min_ms))
-    match current:
-        case Status.QUEUED:
-            return settings.scaled_ms(settings.answer_delay_min_ms) + last
-        case Status.RINGING:
-            return last
-        case _:
-            return 0
-
-
-def timed_target(
-    current: Status, settings: Settings, rng: random.Random | None = None
-) -> Status | None:
-    """Where a simulated call goes when its timer in `current` fires (70% of rung calls answer)."""
-    match current:
-        case Status.QUEUED:
-            return Status.RINGING
-        case Status.RINGING:
-            answered = (rng or random).random() < settings.answer_probability
-            return Status.ANSWERED if answered else Status.UNANSWERED
-        case Status.ANSWERED | Status.UNANSWERED:
-            return Status.COMPLETED
-        case _:
-            return None

@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     unanswered_delay_min_ms: int = 1_000
     unanswered_delay_max_ms: int = 2_000
     answer_probability: float = Field(default=0.7, ge=0.0, le=1.0)
+    # Shares of unscripted calls that end busy or failed (taken from the unanswered ones); the
+    # rest of the unanswered end no_answer.
+    busy_probability: float = Field(default=0.0, ge=0.0, le=1.0)
+    failed_probability: float = Field(default=0.0, ge=0.0, le=1.0)
     # Multiplies every lifecycle delay and backoff: 0.01 runs a call's life in ~0.1 s.
     time_scale: float = Field(default=1.0, gt=0.0)
 
@@ -100,6 +104,21 @@ class Settings(BaseSettings):
     s3_prefix: str = "recordings/"
     # Lifetime of the signed URL the recording route redirects to (SigV4 allows up to 7 days).
     s3_presign_ttl_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+
+    # Status callbacks
+    # Where callbacks may go: host names, `*.domain`, `*` (any name) and IP networks. A name's
+    # callbacks go only to the addresses it resolves to inside a listed network or public.
+    callback_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.0/8", "::1"]
+    )
+    # An attempt gets no answer within this: it failed (a timeout) and is retried.
+    callback_timeout_ms: int = Field(default=10_000, ge=1, le=60_000)
+    # Attempts per delivery, and the first retry's wait (doubling, ±20%, after TIME_SCALE): by
+    # default ten attempts over eight and a half hours.
+    callback_max_attempts: int = Field(default=10, ge=1, le=100)
+    callback_backoff_base_ms: int = Field(default=60_000, ge=0, le=3_600_000)
+    # Callbacks one worker process sends at once; more wait for a free place.
+    callback_concurrency: int = Field(default=256, ge=1, le=10_000)
 
     # Scheduler
     scheduler_poll_ms: int = 10
@@ -132,7 +151,15 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _split_lists(cls, data: dict) -> dict:
-        for name in ("valid_api_keys", "VALID_API_KEYS", "cors_origins", "CORS_ORIGINS"):
+        # Comma-separated in the environment and .env.
+        for name in (
+            "valid_api_keys",
+            "VALID_API_KEYS",
+            "cors_origins",
+            "CORS_ORIGINS",
+            "callback_allowed_hosts",
+            "CALLBACK_ALLOWED_HOSTS",
+        ):
             raw = data.get(name) if isinstance(data, dict) else None
             if isinstance(raw, str):
                 data[name] = [k.strip() for k in raw.split(",") if k.strip()]
@@ -154,6 +181,11 @@ class Settings(BaseSettings):
                     f"CORS_ORIGINS holds {origin!r}: each must be * or an origin such as"
                     " https://app.example.com or http://localhost:5173 (no path, no trailing /)"
                 )
+        shares = self.answer_probability + self.busy_probability + self.failed_probability
+        if shares > 1.0 + 1e-9:
+            raise ValueError(
+                "answer_probability + busy_probability + failed_probability must be at most 1"
+            )
         return self
 
     @property

@@ -24,8 +24,10 @@ from db.keys import (
     Unchanged,
     delete_key,
     fetch_keys,
+    fetch_signing_secret,
     insert_key,
     new_secret,
+    rotate_signing_secret,
     seed_keys,
     update_key,
 )
@@ -136,14 +138,21 @@ async def _keys_create(conn: asyncpg.Connection, args: argparse.Namespace) -> No
         field: None if value is UNCHANGED else value for field, value in _limits_given(args).items()
     }
     secret = new_secret()
-    key = await insert_key(conn, args.name, secret, **limits)
+    async with conn.transaction():
+        key = await insert_key(conn, args.name, secret, **limits)
+        signing_secret = await fetch_signing_secret(conn, args.name)
     print(f"created API key {key.name!r} (prefix {key.key_prefix}, {_limits_text(key)})")
     print()
     print(f"    {secret}")
     print()
+    print("and the signing secret of its status callbacks (X-MockComms-Signature):")
+    print()
+    print(f"    {signing_secret}")
+    print()
     print(
-        "Copy the secret now: it is shown only this once and cannot be shown again "
-        "(only its hash is stored)."
+        "Copy both now: the API secret is shown only this once and cannot be shown again "
+        "(only its hash is stored); the signing secret can be replaced with "
+        f"`python -m db keys rotate-signing-secret {key.name}`."
     )
 
 
@@ -213,6 +222,15 @@ async def _keys_set_limits(conn: asyncpg.Connection, args: argparse.Namespace) -
     print(await _announce(change.key_id, after.enabled))
 
 
+async def _keys_rotate_signing_secret(conn: asyncpg.Connection, args: argparse.Namespace) -> None:
+    secret = await rotate_signing_secret(conn, args.name)
+    print(
+        f"API key {args.name!r} has a new signing secret: its status callbacks are signed with it"
+        " from their next attempt on, and no longer with the old one."
+    )
+    print(secret)
+
+
 # -- command line ----------------------------------------------------------------------------
 
 
@@ -228,8 +246,8 @@ def _parser() -> argparse.ArgumentParser:
 
     keys = commands.add_parser(
         "keys",
-        help="create, list, enable, disable, delete keys, set limits (NAME: a key's name as"
-        " `keys list` shows it, or its secret)",
+        help="create, list, enable, disable, delete keys, set limits, rotate signing secrets"
+        " (NAME: a key's name as `keys list` shows it, or its secret)",
     )
     actions = keys.add_subparsers(dest="keys_command", required=True, metavar="action")
     limit_help = "a positive integer, or 'default' for the platform default"
@@ -262,6 +280,13 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="end its active calls (as canceled) first"
     )
     delete.set_defaults(run=_keys_delete)
+
+    rotate = actions.add_parser(
+        "rotate-signing-secret",
+        help="give a key a new signing secret for its status callbacks (printed last)",
+    )
+    rotate.add_argument("name")
+    rotate.set_defaults(run=_keys_rotate_signing_secret)
     return parser
 
 

@@ -22,7 +22,8 @@ CALL_COLUMNS = """
     status, seq,
     from_number, to_number, metadata, flags, recording_url, call_type, queue_id, agent_id,
     end_reason, created_at, updated_at, status_changed_at, started_at, routed_at, answered_at,
-    held_at, ended_at, request_id, last_event_at
+    held_at, ended_at, request_id, last_event_at, scenario, status_callback,
+    status_callback_events
 """
 
 
@@ -67,6 +68,11 @@ class NewCall:
     # The sender's own name for the call (its call_id is then derived from it); None when the
     # platform made the id.
     ref: str | None = None
+    # The plan its scenario made (calls/scenarios.py), for a call created with one.
+    scenario: dict[str, Any] | None = None
+    # Where its transitions are POSTed, and which statuses (None: all).
+    status_callback: str | None = None
+    status_callback_events: list[str] | None = None
 
     @property
     def namesake_id(self) -> str | None:
@@ -78,8 +84,20 @@ class NewCall:
         return ids[0] if len(ids) == 2 else None
 
 
+# The status callback deliveries of the calls just written ({rows}, at seq {seq}): one for each
+# transition of a call with a status callback (not stopped by a 410) to a status it asked for.
+CALLBACK_DELIVERIES = """
+    INSERT INTO callback_deliveries (call_id, seq)
+    SELECT id, {seq} FROM {rows}
+     WHERE status_callback IS NOT NULL AND callbacks_stopped_at IS NULL
+       AND (status_callback_events IS NULL OR status = ANY (status_callback_events))
+    RETURNING call_id AS called_back_id
+"""
+
+
 async def insert_calls(conn: Executor, new: Sequence[NewCall]) -> list[asyncpg.Record | None]:
-    """Insert calls with their first events and outbox entries, in one statement.
+    """Insert calls with their first events, outbox entries and status callback deliveries,
+    in one statement.
 
     Returns each call's row in the order given, or None where its call id, its key's
     `idempotency_key`, or its name among its key's calls is taken already (by an earlier call,
@@ -105,17 +123,20 @@ async def insert_calls(conn: Executor, new: Sequence[NewCall]) -> list[asyncpg.R
             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
                                  $6::text[], $7::text[], $8::bytea[], $9::text[], $10::text[],
                                  $11::timestamptz[], $12::text[], $13::text[], $14::text[],
-                                 $15::text[], $16::uuid[])
+                                 $15::text[], $16::uuid[], $17::text[], $18::text[],
+                                 $19::text[])
                 AS i(id, api_key_id, kind, from_number, to_number, metadata, idempotency_key,
                      request_hash, call_type, queue_id, started_at, event_id, data, request_id,
-                     ref, namesake_id)
+                     ref, namesake_id, scenario, status_callback, status_callback_events)
         ), created AS (
             INSERT INTO calls (id, api_key_id, kind, status, from_number, to_number, metadata,
                                idempotency_key, request_hash, call_type, queue_id, started_at,
-                               last_event_at, request_id, ref)
+                               last_event_at, request_id, ref, scenario, status_callback,
+                               status_callback_events)
             SELECT id, api_key_id, kind, 'QUEUED', from_number, to_number, metadata::jsonb,
                    idempotency_key, request_hash, call_type, queue_id,
-                   coalesce(started_at, now()), coalesce(started_at, now()), request_id, ref
+                   coalesce(started_at, now()), coalesce(started_at, now()), request_id, ref,
+                   scenario::jsonb, status_callback, string_to_array(status_callback_events, ',')
               FROM input
              WHERE NOT EXISTS (
                    SELECT 1 FROM calls c
@@ -136,13 +157,16 @@ async def insert_calls(conn: Executor, new: Sequence[NewCall]) -> list[asyncpg.R
         ), counted AS (
             INSERT INTO counter_deltas (api_key_id, calls_created)
             SELECT api_key_id, count(*) FROM created GROUP BY api_key_id
+        ), called_back AS (
+            {CALLBACK_DELIVERIES.format(rows="created", seq="1")}
         )
         SELECT {CALL_COLUMNS}, NULL::text AS previous_status, 'call_initiated' AS event,
                started_at AS occurred_at, event_id, data, '{{}}'::text[] AS raised_flags,
-               received_at, outbox_id
+               received_at, outbox_id, called_back_id IS NOT NULL AS callback_queued
           FROM created
           JOIN first_event ON event_call_id = id
           JOIN queued ON outbox_call_id = id
+          LEFT JOIN called_back ON called_back_id = id
         """,
         [c.call_id for c in unique],
         [c.key_id for c in unique],
@@ -160,6 +184,12 @@ async def insert_calls(conn: Executor, new: Sequence[NewCall]) -> list[asyncpg.R
         [c.request_id for c in unique],
         [c.ref for c in unique],
         [c.namesake_id for c in unique],
+        [None if c.scenario is None else orjson.dumps(c.scenario).decode() for c in unique],
+        [c.status_callback for c in unique],
+        [
+            None if c.status_callback_events is None else ",".join(c.status_callback_events)
+            for c in unique
+        ],
     )
     by_id = {row["call_id"]: row for row in rows}
     return [by_id.get(c.call_id) if firsts.get(c.call_id) is c else None for c in new]
@@ -231,9 +261,10 @@ async def write_transitions(
 
     Each bumps its call's seq only if the call is still at `from_seq` (compare-and-set: a call
     moved on since it was read is left alone and missing from the result), records the stage
-    timestamp, appends a call_events row and an outbox entry, and on COMPLETED opens the call's
-    recording upload and counts both (counter_deltas). Returns the moved calls with the event's
-    fields and the outbox id.
+    timestamp, appends a call_events row, an outbox entry and the call's status callback
+    delivery if it has one, and on COMPLETED opens the call's recording upload and counts both
+    (counter_deltas). Returns the moved calls with the event's fields, the outbox id and whether
+    a callback delivery was queued (`callback_queued`).
     """
     if not transitions:
         return []
@@ -282,13 +313,16 @@ async def write_transitions(
             INSERT INTO counter_deltas (api_key_id, calls_completed, uploads_opened)
             SELECT api_key_id, count(*), count(*) FROM moved WHERE status = 'COMPLETED'
              GROUP BY api_key_id
+        ), called_back AS (
+            {CALLBACK_DELIVERIES.format(rows="moved", seq="seq")}
         )
         SELECT {CALL_COLUMNS}, previous_status, event, event_occurred_at AS occurred_at,
                event_event_id AS event_id, event_data AS data, raised_flags, received_at,
-               outbox_id
+               outbox_id, called_back_id IS NOT NULL AS callback_queued
           FROM moved
           JOIN queued ON outbox_call_id = id
           JOIN logged ON logged_call_id = id
+          LEFT JOIN called_back ON called_back_id = id
         """,
         [t.call_id for t in transitions],
         [t.from_seq for t in transitions],

@@ -170,6 +170,30 @@ async def insert_key(
     return KeyInfo(**dict(row))
 
 
+# A key's signing secret starts with this (its column's default makes it, 0007_integrators.sql).
+SIGNING_SECRET_PREFIX = "whsec_"
+
+
+async def fetch_signing_secret(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> str:
+    """The signing secret of the key named `name`; raises NotFound for an unknown name."""
+    secret = await conn.fetchval("SELECT signing_secret FROM api_keys WHERE name = $1", name)
+    if secret is None:
+        raise NotFound(f"no API key named {name!r}")
+    return secret
+
+
+async def rotate_signing_secret(conn: asyncpg.Connection, name: str) -> str:
+    """Give the key named `name` a new signing secret (the old one signs nothing more) and
+    return it; raises NotFound for an unknown name."""
+    secret = await conn.fetchval(
+        "UPDATE api_keys SET signing_secret = DEFAULT WHERE name = $1 RETURNING signing_secret",
+        name,
+    )
+    if secret is None:
+        raise NotFound(f"no API key named {name!r}")
+    return secret
+
+
 async def fetch_keys(conn: asyncpg.Connection) -> list[KeyInfo]:
     rows = await conn.fetch(
         f"""

@@ -11,14 +11,16 @@ from db.calls import CALL_COLUMNS, NAMED_CALL, Executor, named_call_args
 
 
 async def claim_uploads(conn: Executor, call_ids: Sequence[str]) -> list[asyncpg.Record]:
-    """Mark pending uploads as uploading and count the attempt; others are skipped (duplicates)."""
+    """Mark pending uploads as uploading and count the attempt; others are skipped (duplicates).
+    Each comes with how many first attempts its call's scenario makes fail."""
     return await conn.fetch(
         """
         UPDATE recordings r
            SET status = 'uploading', attempts = attempts + 1, updated_at = now()
           FROM calls c
          WHERE r.call_id = ANY($1::uuid[]) AND r.status = 'pending' AND c.id = r.call_id
-        RETURNING r.call_id::text, coalesce(c.ref, c.id::text) AS ref, r.attempts, c.request_id
+        RETURNING r.call_id::text, coalesce(c.ref, c.id::text) AS ref, r.attempts, c.request_id,
+                  coalesce((c.scenario->>'fail_upload_attempts')::int, 0) AS fail_attempts
         """,
         list(call_ids),
     )
@@ -112,6 +114,25 @@ async def reopen_uploads(conn: Executor, call_ids: Sequence[str]) -> None:
          WHERE call_id = ANY($1::uuid[]) AND status = 'uploading'
         """,
         list(call_ids),
+    )
+
+
+async def reopen_failed_upload(conn: Executor, call_id: str) -> bool:
+    """Put a failed upload back to pending for one more attempt (a dead letter requeued), and
+    take it out of the failed count; False when it is not failed."""
+    return await conn.fetchval(
+        """
+        WITH reopened AS (
+            UPDATE recordings SET status = 'pending', next_attempt_at = now(), updated_at = now()
+             WHERE call_id = $1::uuid AND status = 'failed'
+         RETURNING call_id
+        ), counted AS (
+            INSERT INTO counter_deltas (api_key_id, uploads_failed)
+            SELECT c.api_key_id, -1 FROM reopened JOIN calls c ON c.id = reopened.call_id
+        )
+        SELECT count(*) > 0 FROM reopened
+        """,
+        call_id,
     )
 
 

@@ -7,15 +7,17 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from db.keys import fetch_key_by_hash, hash_secret, insert_key
+from db.keys import fetch_key_by_hash, fetch_signing_secret, hash_secret, insert_key
 
 
 @dataclass(frozen=True, slots=True)
 class Key:
-    """A key's secret (what a client sends) and its id (what its rows carry)."""
+    """A key's secret (what a client sends), its id (what its rows carry) and the secret its
+    status callbacks are signed with."""
 
     secret: str
     id: str
+    signing_secret: str
 
 
 async def new_key(
@@ -34,4 +36,4 @@ async def new_key(
     await insert_key(conn, name, secret, max_concurrent_calls=max_concurrent, max_cps=max_cps)  # type: ignore[arg-type]
     stored = await fetch_key_by_hash(conn, hash_secret(secret))
     assert stored is not None
-    return Key(secret, stored.id)
+    return Key(secret, stored.id, await fetch_signing_secret(conn, name))

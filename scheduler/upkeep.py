@@ -4,24 +4,22 @@ reclaim or rebuild limit leases, so a flushed Redis or a killed worker loses not
 from __future__ import annotations
 
 import logging
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, field
 from datetime import UTC, datetime
 
 from calls.limits import open_limiter
-from calls.live import LiveState
 from calls.publisher import Outgoing, Publisher
 from calls.recordings import Recordings
 from calls.retention import Retention
 from calls.stores import Stores
-from calls.timers import Timers
-from calls.transitions import Transitions, not_before_last
+from calls.timed_work import KINDS
+from calls.transitions import Transitions
 from calls.views import message_of
 from core import keys
-from core.clock import now_ms, to_ms
-from core.lifecycle import Event, Status, longest_delay_ms
+from core.clock import now_ms
+from core.lifecycle import Event
 from core.limiter import CallKind, slot_set
 from db import calls as db_calls
-from db import recordings as db_recordings
 from db.counters import fold_counter_deltas
 from db.outbox import fetch_unpublished
 
@@ -43,8 +41,8 @@ return 0
 
 @dataclass(slots=True)
 class UpkeepReport:
-    calls_resumed: int = 0
-    uploads_resumed: int = 0
+    # Timed work re-armed, by kind (calls/timed_work.py).
+    resumed: dict[str, int] = field(default_factory=dict)
     updates_republished: int = 0
     leases_reclaimed: int = 0
     slot_sets_restored: int = 0
@@ -54,8 +52,6 @@ class UpkeepReport:
 class Upkeep:
     def __init__(self, stores: Stores) -> None:
         self._stores = stores
-        self._timers = Timers(stores.redis)
-        self._live = LiveState(stores.redis)
         self._publisher = Publisher(stores)
         self._limiter = open_limiter(stores)
         self._transitions = Transitions(stores)
@@ -65,8 +61,9 @@ class Upkeep:
 
     async def run_once(self) -> UpkeepReport:
         report = UpkeepReport()
-        report.calls_resumed = await self.resume_calls()
-        report.uploads_resumed = await self.resume_uploads()
+        for kind in KINDS:
+            if resumed := await kind.resume(self._stores, PASS_LIMIT):
+                report.resumed[kind.name] = resumed
         report.leases_reclaimed, report.slot_sets_restored = await self.mend_leases()
         report.idle_calls_ended = await self.end_idle_ingested()
         report.updates_republished = await self.drain_outbox()
@@ -83,56 +80,6 @@ class Upkeep:
     async def aclose(self) -> None:
         """Release what upkeep holds open (the recordings' storage client)."""
         await self._recordings.aclose()
-
-    async def resume_calls(self) -> int:
-        """Re-arm simulated calls that rest in a state past its longest timer with none waiting."""
-        settings = self._stores.settings
-        grace = settings.reconcile_grace_ms
-        rows = await db_calls.fetch_stale_active_calls(self._stores.pool, grace, PASS_LIMIT)
-        now = now_ms()
-        overdue = [
-            row
-            for row in rows
-            if row["status"] != Status.ON_HOLD
-            and now - to_ms(row["status_changed_at"])
-            > longest_delay_ms(Status(row["status"]), settings) + grace
-        ]
-        members = [keys.advance_timer(row["call_id"], row["seq"], row["status"]) for row in overdue]
-        waiting = await self._timers.pending(members)
-        lost = [
-            (row, member)
-            for row, member, wait in zip(overdue, members, waiting, strict=True)
-            if not wait
-        ]
-        if lost:
-            async with self._stores.redis.pipeline(transaction=False) as pipe:
-                for row, member in lost:
-                    self._live.write(pipe, row)
-                    Timers.schedule(pipe, member, now)
-                await pipe.execute()
-        return len(lost)
-
-    async def resume_uploads(self) -> int:
-        """Re-arm uploads whose timer was lost, and attempts whose worker died."""
-        settings = self._stores.settings
-        grace = settings.reconcile_grace_ms
-        rows = await db_recordings.fetch_stranded_uploads(
-            self._stores.pool, grace, settings.upload_attempt_timeout_ms, PASS_LIMIT
-        )
-        if not rows:
-            return 0
-        members = [keys.upload_timer(row["call_id"]) for row in rows]
-        waiting = await self._timers.pending(members)
-        lost = [row for row, wait in zip(rows, waiting, strict=True) if not wait]
-        await db_recordings.reopen_uploads(
-            self._stores.pool, [row["call_id"] for row in lost if row["status"] == "uploading"]
-        )
-        now = now_ms()
-        async with self._stores.redis.pipeline(transaction=False) as pipe:
-            for row in lost:
-                Timers.schedule(pipe, keys.upload_timer(row["call_id"]), now)
-            await pipe.execute()
-        return len(lost)
 
     async def drain_outbox(self) -> int:
         """Publish committed updates whose writer could not (Redis was down, the process died).
@@ -216,9 +163,7 @@ class Upkeep:
             return 0
         now = datetime.now(UTC)
         decided = [
-            self._transitions.decide(
-                row, Event.CALL_ENDED, occurred_at=not_before_last(now, row), end_reason="timeout"
-            )
+            self._transitions.decide(row, Event.CALL_ENDED, occurred_at=now, end_reason="timeout")
             for row in rows
         ]
         return len(await self._transitions.write_decided(decided))

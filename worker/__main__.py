@@ -1,4 +1,4 @@
-"""`python -m worker`: one non-forking RQ worker on the timers queue."""
+"""`python -m worker`: one non-forking RQ worker on the timers queue (and requeued dead letters)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,10 @@ def main() -> int:
     setup_logging("worker", settings.log_level)
     runtime()  # open the pools now, so a missing store fails the start, not the first job
     connection = Redis.from_url(settings.redis_dsn)
-    queues = [Queue(keys.TIMERS_QUEUE, connection=connection)]
+    # Due timers first; a requeued dead letter when none waits.
+    queues = [
+        Queue(name, connection=connection) for name in (keys.TIMERS_QUEUE, keys.RETRIES_QUEUE)
+    ]
     pause_s, cap_s = RESTART_PAUSE_S
     # RQ logs two lines per job at INFO (taken, done), half of all lines: below DEBUG it says
     # only what went wrong, and the jobs' own lines say what they did.

@@ -12,17 +12,24 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from redis import Redis as SyncRedis
+
+from calls.callbacks import Callbacks
+from calls.dead_letters import DeadLetters
+from calls.moves import Moves
 from calls.recordings import Recordings
 from calls.stores import Stores
+from calls.timed_work import KINDS, Handler
 from calls.timers import Timers
 from calls.transitions import Transitions
 from core.settings import Settings, get_settings
 
 T = TypeVar("T")
 
-# A job holds at most one connection for its moves, one for its uploads and one for the
-# publisher's outbox deletes at a time; a few more cover upload failures written concurrently.
-POOL_MAX = 6
+# A job holds at most one connection for its moves, one for its uploads, one for its callbacks
+# and one for the publisher's outbox deletes at a time; the callbacks' batched claims and
+# finishes (four each at most) and upload failures written concurrently take a few more.
+POOL_MAX = 8
 
 
 class Runtime:
@@ -37,13 +44,22 @@ class Runtime:
         self.stores: Stores = self.run(Stores.open(settings, pool_max=pool_max, lookups_only=True))
         self.transitions = Transitions(self.stores)
         self.timers = Timers(self.stores.mux)
-        self.recordings = Recordings(self.stores)
+        self.dead_letters = DeadLetters(SyncRedis.from_url(settings.redis_dsn))
+        self.recordings = Recordings(self.stores, dead_letters=self.dead_letters)
+        self.moves = Moves(self.stores, self.transitions)
+        self.callbacks = Callbacks(self.stores, self.dead_letters)
+        # The callbacks of the transitions this process makes start here at once, not a
+        # scheduler's pass later.
+        self.transitions.send_callbacks = self.callbacks.start
+        # The handler of each kind of timed work, by kind.
+        self.handlers: dict[str, Handler] = {kind.name: kind.handler(self) for kind in KINDS}
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run `coro` on the process's loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def close(self) -> None:
+        self.run(self.callbacks.aclose())
         self.run(self.recordings.aclose())
         self.run(self.transitions.publisher.close())
         self.run(self.stores.close())

@@ -1,4 +1,5 @@
-"""`POST /calls`, `GET /calls` and `GET /calls/{id}`: create, list and read calls."""
+"""`POST /calls`, `GET /calls` and `GET /calls/{id}`: create, list and read calls; `advance` and
+`hangup` move a simulated call by hand."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from api import appkeys
 from api.auth import stream_token
 from api.handlers.common import base_url, json_body, json_response, path_call
 from api.middlewares import rate_limit_headers
-from api.schemas import CreateCall, ListCalls, parse_body, parse_query
-from calls.views import call_body, created_body
+from api.schemas import Advance, CreateCall, ListCalls, parse_body, parse_query
+from calls.views import call_body, created_body, status_update
 from core.clock import now_ms
 from core.errors import BadRequest
 from db.calls import CallFilter, fetch_calls_page
@@ -42,6 +43,9 @@ async def create_call(request: web.Request) -> web.Response:
         to_number=body.to,
         metadata=body.metadata,
         idempotency_key=idempotency_key,
+        scenario=None if body.scenario is None else body.scenario.scenario(),
+        status_callback=body.status_callback,
+        status_callback_events=body.status_callback_events,
     )
     headers = {}
     if created.grant is not None:
@@ -101,3 +105,18 @@ def _utc(moment: datetime | None) -> datetime | None:
 async def get_call(request: web.Request) -> web.Response:
     call = await request.app[appkeys.CALLS].get(path_call(request))
     return json_response(call_body(call, base_url(request)))
+
+
+async def advance_call(request: web.Request) -> web.Response:
+    """The call's next timed state now (`?to=`: every state up to that one); 200 with the last
+    transition."""
+    call = path_call(request)
+    query: Advance = parse_query(Advance, request.query)
+    moved = await request.app[appkeys.CONTROL].advance(call, query.to)
+    return json_response(status_update(moved))
+
+
+async def hang_up_call(request: web.Request) -> web.Response:
+    """End the call now, as its caller hanging up; 200 with that transition."""
+    moved = await request.app[appkeys.CONTROL].hang_up(path_call(request))
+    return json_response(status_update(moved))

@@ -38,14 +38,14 @@ async def metrics(request: web.Request) -> web.Response:
             pipe.zcard(keys.timers(kind))
             pipe.zcount(keys.timers(kind), "-inf", now)
         depth, *counts = await pipe.execute()
-    lateness, shared = await shared_metrics.read(stores.redis)
+    histograms, shared = await shared_metrics.read(stores.redis)
     figures = prometheus.Figures(
         counts=counters | {"uploads_failed": row["uploads_failed"]},
         queue_depth=depth,
         timers_pending={kind: counts[2 * i] for i, kind in enumerate(keys.TIMER_KINDS)},
         timers_overdue={kind: counts[2 * i + 1] for i, kind in enumerate(keys.TIMER_KINDS)},
         open_streams=request.app[appkeys.HUB].open_subscriptions,
-        lateness=lateness,
+        histograms=histograms,
         shared=shared,
     )
     body, content_type = prometheus.render(

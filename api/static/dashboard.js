@@ -85,11 +85,28 @@ function render() {
   $("empty").classList.toggle("hidden", rows.length > 0);
 }
 
+// A call's status callbacks by seq, each with its attempts (only for a call that has them).
+async function callbacksOf(callId, call) {
+  if (!call.status_callback) return new Map();
+  const log = await api(`/calls/${encodeURIComponent(callId)}/callbacks`);
+  return new Map(log.data.map(delivery => [delivery.seq, delivery]));
+}
+
+function callbackAttempts(delivery) {
+  if (!delivery) return null;
+  const ok = a => a.status_code >= 200 && a.status_code < 300;
+  return el("ul", { class: "callbacks", "data-state": delivery.state },
+    delivery.attempts.map(a => el("li", { class: ok(a) ? "ok" : "failed" },
+      `callback #${a.attempt}: ${a.status_code ?? a.error} · ${Math.round(a.latency_ms)} ms`)),
+    delivery.attempts.length ? null : el("li", {}, `callback ${delivery.state}`));
+}
+
 async function showTimeline(callId) {
   selected = callId;
   render();
   const call = calls.get(callId) || {};
-  const history = await api(`/calls/${encodeURIComponent(callId)}/events`);
+  const [history, callbacks] = await Promise.all([
+    api(`/calls/${encodeURIComponent(callId)}/events`), callbacksOf(callId, call)]);
   const metadata = call.metadata && Object.keys(call.metadata).length ? JSON.stringify(call.metadata, null, 2) : null;
   const play = call.recording_url ? el("a", { href: "#", id: "play" }, "Download recording") : null;
   $("detail").replaceChildren(
@@ -102,7 +119,7 @@ async function showTimeline(callId) {
     el("ol", { class: "timeline", id: "timeline" }, history.data.map(e => el("li", { "data-seq": e.seq },
       statusChip(e.status), " ", el("span", { class: "muted" }, e.event),
       el("div", { class: "muted mono" }, new Date(e.occurred_at).toLocaleTimeString()),
-      flagChips(e.raised_flags)))));
+      flagChips(e.raised_flags), callbackAttempts(callbacks.get(e.seq))))));
   if (play) play.onclick = async event => {
     event.preventDefault();
     const response = await fetch(call.recording_url, { headers: { "Authorization": `Bearer ${key()}` } });

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from bench.scenarios.callbacks import callbacks
 from bench.scenarios.e2e import end_to_end
 from bench.scenarios.get_call import get_call
 from bench.scenarios.knee import knee
@@ -28,6 +29,7 @@ SCENARIOS: dict[str, Callable[[Bench], Awaitable[None]]] = {
     "knee": knee,
     "limits": limits,
     "sse": sse,
+    "callbacks": callbacks,
     # Last: the purge it starts goes on after it.
     "purge": purge,
 }

@@ -16,6 +16,7 @@ from playwright.async_api import Browser, Page, async_playwright
 from redis.asyncio import Redis
 
 from devstack.databases import scratch_database
+from devstack.receiver import Receiver
 from tests.integration.platform import Platform, server_dsn
 
 pytestmark = pytest.mark.integration
@@ -55,6 +56,14 @@ async def scratch_dsn() -> AsyncIterator[str]:
     """A migrated database of the test's own (no API reads it)."""
     async with scratch_database(server_dsn()) as dsn:
         yield dsn
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A status callback receiver on a free loopback port (devstack/receiver.py)."""
+    running = await Receiver().start()
+    yield running
+    await running.stop()
 
 
 @pytest.fixture
@@ -157,6 +166,16 @@ class Api:
         raise AssertionError(
             f"call {call_id} never matched; last seen {body}\n{self.platform.logs()}"
         )
+
+    async def signing_secret(self) -> str:
+        """The key's signing secret (its status callbacks' X-MockComms-Signature)."""
+        conn = await asyncpg.connect(self.platform.dsn)
+        try:
+            return await conn.fetchval(
+                "SELECT signing_secret FROM api_keys WHERE name = $1", self.key
+            )
+        finally:
+            await conn.close()
 
     async def wait_recorded(self, call_id: str, timeout: float = 15) -> dict[str, Any]:
         return await self.wait_for(

@@ -3,6 +3,8 @@ COMPLETED, and its timeline opens on a click."""
 
 from __future__ import annotations
 
+import re
+
 from playwright.async_api import Page, expect
 
 from tests.integration.platform import Platform
@@ -178,3 +180,39 @@ async def test_the_page_runs_no_inline_script_and_no_foreign_script(
     assert ran is True, "an inline script ran despite the policy"
     await expect(page.locator("#login")).to_be_visible()
     assert any("Content Security Policy" in text for text in violations), violations
+
+
+async def test_a_calls_timeline_shows_its_status_callback_attempts(
+    page: Page, platform: Platform, http, receiver
+) -> None:
+    key = await platform.new_key(max_concurrent=100, max_cps=100)
+    await sign_in(page, platform, key)
+    receiver.script("/dashboard", 500)  # QUEUED's first attempt fails, its retry is delivered
+    async with http.post(
+        platform.base_url + "/calls",
+        headers={"Authorization": f"Bearer {key}"},
+        json={
+            "from": "+14155550100",
+            "to": "+14155550199",
+            "status_callback": receiver.url("/dashboard"),
+            "scenario": {"outcome": "completed", "ring_ms": 10, "talk_ms": 10},
+        },
+    ) as response:
+        assert response.status == 201
+        call_id = (await response.json())["call_id"]
+    await receiver.wait_for(lambda got: len(got) == 5, within_s=20)
+
+    row = page.locator(f'tr.call[data-id="{call_id}"]')
+    await expect(row.locator(".status")).to_have_text("COMPLETED", timeout=10_000)
+    await row.click()
+
+    steps = page.locator("#timeline > li")
+    await expect(steps).to_have_count(4)
+    queued = steps.nth(0).locator("ul.callbacks li")
+    await expect(queued).to_have_text(
+        [re.compile(r"callback #1: 500 · \d+ ms"), re.compile(r"callback #2: 200 · \d+ ms")]
+    )
+    await expect(queued.nth(0)).to_have_class("failed")
+    await expect(steps.nth(3).locator("ul.callbacks li")).to_have_text(
+        [re.compile(r"callback #1: 200 · \d+ ms")]
+    )

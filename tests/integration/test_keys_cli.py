@@ -310,6 +310,64 @@ async def test_keys_before_migrate_point_to_it() -> None:
     )
 
 
+SIGNING_SECRET = re.compile(r"whsec_[0-9a-f]{64}")
+
+
+async def test_create_prints_the_signing_secret_once_beside_the_api_secret(
+    scratch_dsn: str,
+) -> None:
+    done = await keys_cli(scratch_dsn, "create", "signing")
+
+    created_secret(done)
+    (signing,) = SIGNING_SECRET.findall(done.stdout)
+    assert done.stdout.count(signing) == 1
+    (row,) = await stored_keys(scratch_dsn)
+    assert row["signing_secret"] == signing, "kept as it is: the platform signs with it"
+
+
+async def test_rotate_signing_secret_prints_a_new_one_on_its_last_line(scratch_dsn: str) -> None:
+    created = await keys_cli(scratch_dsn, "create", "rotating")
+    (first,) = SIGNING_SECRET.findall(created.stdout)
+
+    done = await keys_cli(scratch_dsn, "rotate-signing-secret", "rotating")
+
+    assert done.returncode == 0, done.stderr
+    last = done.stdout.splitlines()[-1]
+    assert SIGNING_SECRET.fullmatch(last) and last != first
+    (row,) = await stored_keys(scratch_dsn)
+    assert row["signing_secret"] == last
+
+
+async def test_rotating_the_signing_secret_of_an_unknown_key_exits_1(scratch_dsn: str) -> None:
+    done = await keys_cli(scratch_dsn, "rotate-signing-secret", "nobody")
+
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == "mock-comms: no API key named 'nobody'\n"
+
+
+async def test_seeded_keys_have_signing_secrets_of_their_own(scratch_dsn: str) -> None:
+    env = os.environ | {"DATABASE_URL": scratch_dsn, "VALID_API_KEYS": "seed-one,seed-two"}
+    seeded = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "db", "seed-keys"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert seeded.returncode == 0, seeded.stderr
+
+    rows = await stored_keys(scratch_dsn)
+
+    secrets = {row["signing_secret"] for row in rows}
+    assert len(rows) == len(secrets) == 2
+    assert all(SIGNING_SECRET.fullmatch(secret) for secret in secrets)
+    name = f"seeded-{hash_secret('seed-one').hex()[:12]}"
+    done = await keys_cli(scratch_dsn, "rotate-signing-secret", name)
+    assert SIGNING_SECRET.fullmatch(done.stdout.splitlines()[-1])
+
+
 # -- keys by the name `keys list` shows, or by their secret; deleting a key --------------------------
 
 

@@ -47,7 +47,7 @@ async def test_the_curl_tour_runs_as_pasted(platform: Platform) -> None:
     *happy, refusals = outputs
     for output in happy:
         assert '"error"' not in output, output
-    health, create, follow, websocket, events, lists = happy
+    health, create, follow, websocket, events, lists, scripted = happy
     assert '"status":"healthy"' in health and '"status":"ready"' in health
     # The block shows what it prints: the create's answer, with the URLs a browser opens.
     created = json.loads(create.strip().splitlines()[-1])
@@ -65,6 +65,7 @@ async def test_the_curl_tour_runs_as_pasted(platform: Platform) -> None:
         and "event: ready" in lists
         and "mockcomms_total_calls_total" in lists
     )
+    assert '"status":"COMPLETED"' in scripted and '"end_reason":"busy"' in scripted
     assert '{"error":"Unauthorized","message":"Invalid API key"}' in refusals
     assert '"Missing required fields: to"' in refusals
     assert refusals.count("Calls per second limit exceeded (2)") == 2

@@ -87,3 +87,28 @@ def test_list_filters_are_query_parameters() -> None:
         "created_before",
         "sort",
     }
+
+
+def test_creating_a_call_documents_its_status_callback() -> None:
+    operation = document()["paths"]["/calls"]["post"]
+
+    callback = operation["callbacks"]["statusCallback"]["{$request.body#/status_callback}"]
+
+    body = callback["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/StatusUpdate"}
+    headers = {p["name"] for p in callback["post"]["parameters"]}
+    assert headers == {"X-MockComms-Signature", "X-MockComms-Delivery", "X-MockComms-Attempt"}
+    assert {"2XX", "410"} <= set(callback["post"]["responses"])
+
+
+def test_the_integrators_routes_are_documented() -> None:
+    paths = document()["paths"]
+    schemas = document()["components"]["schemas"]
+
+    assert set(paths["/calls/{call_id}/advance"]["post"]["responses"]) >= {"200", "404", "409"}
+    assert set(paths["/calls/{call_id}/hangup"]["post"]["responses"]) >= {"200", "404", "409"}
+    assert "200" in paths["/calls/{call_id}/callbacks"]["get"]["responses"]
+    assert {"scenario", "status_callback", "status_callback_events"} <= set(
+        schemas["CreateCall"]["properties"]
+    )
+    assert "end_reason" in schemas["StatusUpdate"]["properties"]

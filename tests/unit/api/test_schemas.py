@@ -187,3 +187,57 @@ def test_last_of_repeated_query_parameters_wins() -> None:
     query = MultiDict([("limit", "5"), ("limit", "7")])
 
     assert parse_query(ListCalls, query).limit == 7
+
+
+# A scenario: every field optional, each range-checked, each refusal naming its field.
+
+
+def test_a_full_scenario_is_accepted_as_given() -> None:
+    scenario = {
+        "outcome": "completed",
+        "ring_ms": 0,
+        "talk_ms": 90_000,
+        "hold_ms": 70_000,
+        "fail_upload_attempts": 2,
+        "seed": 42,
+    }
+
+    body = parse_body(CreateCall, VALID | {"scenario": scenario})
+
+    assert body.scenario.model_dump() == scenario
+
+
+def test_an_empty_scenario_leaves_every_choice_open() -> None:
+    body = parse_body(CreateCall, VALID | {"scenario": {}})
+
+    assert body.scenario.scenario().outcome is None
+
+
+@pytest.mark.parametrize(
+    ("scenario", "message"),
+    [
+        (
+            {"outcome": "voicemail"},
+            "scenario.outcome must be one of completed, no_answer, busy, failed",
+        ),
+        ({"ring_ms": -1}, "scenario.ring_ms is too small"),
+        ({"talk_ms": 3_600_001}, "scenario.talk_ms is too large"),
+        ({"ring_ms": 1.5}, "scenario.ring_ms must be a whole number"),
+        ({"ring_ms": "100"}, "scenario.ring_ms must be a whole number"),
+        ({"fail_upload_attempts": 101}, "scenario.fail_upload_attempts is too large"),
+        ({"seed": -1}, "scenario.seed is too small"),
+        ({"seed": 2**53}, "scenario.seed is too large"),
+        ({"speed": 2}, "scenario.speed is not a known field"),
+        (
+            {"outcome": "busy", "talk_ms": 10},
+            "scenario.talk_ms applies only to an answered call, not to outcome busy",
+        ),
+        (
+            {"outcome": "no_answer", "hold_ms": 10},
+            "scenario.hold_ms applies only to an answered call, not to outcome no_answer",
+        ),
+        ({"talk_ms": 10, "hold_ms": 11}, "scenario.hold_ms must not be longer than talk_ms (10)"),
+    ],
+)
+def test_a_bad_scenario_field_is_named(scenario: dict[str, Any], message: str) -> None:
+    assert refusal(VALID | {"scenario": scenario}) == message

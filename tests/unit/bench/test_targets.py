@@ -61,11 +61,13 @@ def test_every_scenario_is_named_and_the_quick_load_is_lighter() -> None:
         "knee",
         "limits",
         "sse",
+        "callbacks",
         "purge",
     ]
     assert all(t.kind in ("min", "max") for t in TARGETS.values())
     assert QUICK.duration_s < FULL.duration_s and QUICK.sse_streams < FULL.sse_streams
     assert FULL.knee_rates[0] == FULL.e2e_rate and list(FULL.knee_rates) == sorted(FULL.knee_rates)
+    assert QUICK.callbacks_rate < FULL.callbacks_rate == 250
 
 
 def test_a_knee_rate_is_held_only_with_nothing_lost_the_rate_kept_and_timers_on_time() -> None:

@@ -10,6 +10,7 @@ from bench.verify import (
     LimitsCheck,
     events_stored_problems,
     gap_overshoot,
+    judge_callbacks,
     judge_rows,
     lateness_bounds,
     lateness_buckets,
@@ -261,3 +262,39 @@ def test_events_stored_may_exceed_the_answered_by_one_per_connection() -> None:
     assert events_stored_problems(100, 164, 64) == 0
     assert events_stored_problems(100, 165, 64) == 65
     assert events_stored_problems(100, 90, 64) == 10
+
+
+# Status callbacks: every transition received, in order per call.
+
+
+def test_callbacks_all_received_in_order_have_no_problems_and_their_latencies() -> None:
+    committed = {("a", 1): 1_000.0, ("a", 2): 1_100.0, ("b", 1): 1_050.0}
+    received = [("a", 1, 1_010.0), ("b", 1, 1_060.0), ("a", 2, 1_130.0)]
+
+    check = judge_callbacks(committed, received)
+
+    assert (check.problems, check.delivered, check.expected) == (0, 3, 3)
+    assert sorted(check.latencies_ms) == [10.0, 10.0, 30.0]
+
+
+def test_a_callback_never_received_is_lost() -> None:
+    check = judge_callbacks({("a", 1): 0.0, ("a", 2): 0.0}, [("a", 1, 5.0)])
+
+    assert (check.lost, check.problems) == (1, 1)
+    assert check.examples == ["a: seq 2 never received"]
+
+
+def test_a_copy_after_a_later_seq_is_out_of_order_and_one_before_is_a_repeat() -> None:
+    committed = {("a", 1): 0.0, ("a", 2): 0.0}
+    received = [("a", 1, 1.0), ("a", 1, 2.0), ("a", 2, 3.0), ("a", 1, 4.0)]
+
+    check = judge_callbacks(committed, received)
+
+    assert (check.repeated, check.out_of_order, check.lost) == (2, 1, 0)
+    assert check.latencies_ms == [1.0, 3.0], "counted from the first copy"
+
+
+def test_a_callback_of_another_run_is_unexpected_not_a_problem() -> None:
+    check = judge_callbacks({("a", 1): 0.0}, [("z", 1, 1.0), ("a", 1, 2.0)])
+
+    assert (check.unexpected, check.problems) == (1, 0)

@@ -45,6 +45,7 @@ async def test_pop_due_returns_the_due_timers_of_each_kind(redis: FakeRedis) -> 
             DueTimer("adv:call-3:1:RINGING", NOW_MS),
         ],
         keys.UPLOAD: [DueTimer("upl:call-2", NOW_MS - 60)],
+        keys.CALLBACK: [],
     }
     assert await members(redis, keys.ADVANCE) == ["adv:call-4:2:ANSWERED"]
 
@@ -98,6 +99,17 @@ async def test_cancel_drops_the_timer_from_its_kinds_set(redis: FakeRedis) -> No
 async def test_a_timer_kind_is_its_member_prefix() -> None:
     assert keys.timer_kind(keys.advance_timer("call-1", 1, "QUEUED")) == keys.ADVANCE
     assert keys.timer_kind(keys.upload_timer("call-1")) == keys.UPLOAD
+    assert keys.timer_kind(keys.callback_timer("call-1")) == keys.CALLBACK
+
+
+async def test_a_timer_set_unless_set_keeps_the_one_there(redis: FakeRedis) -> None:
+    await Timers.schedule(redis, "cbk:call-1", NOW_MS + 60_000)
+
+    await Timers.schedule(redis, "cbk:call-1", NOW_MS, unless_set=True)
+    await Timers.schedule(redis, "cbk:call-2", NOW_MS, unless_set=True)
+
+    assert await redis.zscore(keys.timers(keys.CALLBACK), "cbk:call-1") == NOW_MS + 60_000
+    assert await redis.zscore(keys.timers(keys.CALLBACK), "cbk:call-2") == NOW_MS
 
 
 async def test_pending_says_which_members_have_a_timer_across_kinds(redis: FakeRedis) -> None:
@@ -121,3 +133,16 @@ async def test_popped_timer_is_no_longer_pending(redis: FakeRedis) -> None:
     await timers.pop_due(NOW_MS, limit=10)
 
     assert await timers.pending(["adv:call-1:1:QUEUED"]) == [False]
+
+
+def test_an_advance_member_is_parsed_back_into_what_made_it() -> None:
+    member = keys.advance_timer("0b6f4c3e-2f4a-4d9e-9a57-3c1f1d2e8b01", 3, "ANSWERED")
+
+    parsed = keys.parse_advance_timer(member)
+
+    assert parsed == keys.AdvanceTimer("0b6f4c3e-2f4a-4d9e-9a57-3c1f1d2e8b01", 3, "ANSWERED")
+
+
+def test_the_call_of_an_upload_or_callback_timer_is_read_from_its_member() -> None:
+    assert keys.timer_call_id(keys.upload_timer("call-2")) == "call-2"
+    assert keys.timer_call_id(keys.callback_timer("call-3")) == "call-3"

@@ -213,6 +213,14 @@ def test_simulated_wait_routing_and_hold_are_divided_by_the_time_scale() -> None
     )
 
 
+def test_a_scripted_call_lives_in_real_time_and_is_judged_so() -> None:
+    call = simulated(Status.ON_HOLD, scenario={"outcome": "completed", "hold_ms": 70_000})
+
+    durations = measure(call, Event.CALL_RESUMED, after(HELD_AT, 70), time_scale=0.05)
+
+    assert durations == Durations(hold_s=70)
+
+
 def test_ingested_durations_are_not_scaled() -> None:
     call = ingested(Status.ANSWERED)
 

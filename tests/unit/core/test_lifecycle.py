@@ -1,4 +1,4 @@
-"""The call state machine: its transition table, timer delays and timed targets."""
+"""The call state machine: its transition table and timer delays."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from core.lifecycle import (
     event_between,
     longest_delay_ms,
     next_status,
-    timed_target,
     timer_delay_ms,
 )
 from core.settings import Settings
@@ -146,58 +145,6 @@ def test_timer_delay_draws_without_a_given_rng() -> None:
 @pytest.mark.parametrize("current", [Status.ON_HOLD, Status.COMPLETED])
 def test_no_timer_for_a_call_on_hold_or_completed(current: Status) -> None:
     assert timer_delay_ms(current, settings(), random.Random(1)) is None
-
-
-def test_about_seventy_percent_of_rung_calls_are_answered() -> None:
-    config = settings()
-    rng = random.Random(20_240_601)
-
-    targets = [timed_target(Status.RINGING, config, rng) for _ in range(5_000)]
-
-    assert set(targets) == {Status.ANSWERED, Status.UNANSWERED}
-    answered_share = targets.count(Status.ANSWERED) / len(targets)
-    assert 0.67 <= answered_share <= 0.73
-
-
-def test_no_rung_call_is_answered_at_answer_probability_zero() -> None:
-    config = settings(answer_probability=0)
-    rng = random.Random(3)
-
-    targets = {timed_target(Status.RINGING, config, rng) for _ in range(1_000)}
-
-    assert targets == {Status.UNANSWERED}
-
-
-def test_every_rung_call_is_answered_at_answer_probability_one() -> None:
-    config = settings(answer_probability=1)
-    rng = random.Random(3)
-
-    targets = {timed_target(Status.RINGING, config, rng) for _ in range(1_000)}
-
-    assert targets == {Status.ANSWERED}
-
-
-@pytest.mark.parametrize(
-    ("current", "target"),
-    [
-        (Status.QUEUED, Status.RINGING),
-        (Status.ANSWERED, Status.COMPLETED),
-        (Status.UNANSWERED, Status.COMPLETED),
-        (Status.ON_HOLD, None),
-        (Status.COMPLETED, None),
-    ],
-)
-def test_timed_target_of_states_that_do_not_draw(current: Status, target: Status | None) -> None:
-    assert timed_target(current, settings(), random.Random(1)) is target
-
-
-@pytest.mark.parametrize("current", list(TIMED_STAGES))
-def test_every_timed_target_is_an_allowed_move(current: Status) -> None:
-    config, rng = settings(), random.Random(11)
-    for _ in range(50):
-        target = timed_target(current, config, rng)
-        assert target is not None
-        assert event_between(current, target) is not None
 
 
 @pytest.mark.parametrize(
