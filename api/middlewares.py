@@ -7,7 +7,6 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
 import asyncpg
@@ -17,6 +16,7 @@ from redis.exceptions import RedisError
 
 from api import appkeys
 from api.auth import STREAM_TOKEN, presented_secret
+from api.handlers.common import Handler
 from core import logs
 from core.call_ids import parse_call_id
 from core.errors import (
@@ -30,8 +30,6 @@ from core.errors import (
 )
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _STATUS: dict[type[DomainError], int] = {
     BadRequest: 400,

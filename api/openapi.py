@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import re
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from api import models
+from api import response_models
 from api.handlers.calls import IDEMPOTENCY_KEY_MAX
 from api.handlers.streams import SEQ_PATTERN
-from api.route import Route
 from core.call_ids import REF_PATTERN, REF_RULE
+
+if TYPE_CHECKING:
+    from api.routes import Route
 
 # Errors any route can answer: no or a bad key (not on public routes), a wrong method, a body
 # over the limit, a store down.
@@ -100,12 +102,12 @@ def _template(path: str) -> str:
 
 
 def _models(routes: list[Route]) -> list[type[BaseModel]]:
-    found: dict[str, type[BaseModel]] = {"Error": models.Error}
+    found: dict[str, type[BaseModel]] = {"Error": response_models.Error}
     for route in routes:
         for model in (route.body, route.query, route.callback, *route.ok.values()):
             if isinstance(model, type) and issubclass(model, BaseModel):
                 found[model.__name__] = model
-    found["Message"] = models.Message
+    found["Message"] = response_models.Message
     return list(found.values())
 
 
@@ -147,7 +149,7 @@ def _operation(route: Route) -> dict[str, Any]:
             "description": HTTPStatus(status).phrase,
             "content": {
                 "application/json": {
-                    "schema": _ref(models.Error),
+                    "schema": _ref(response_models.Error),
                     "example": {
                         "error": HTTPStatus(status).phrase
                         if status != 429
@@ -269,7 +271,7 @@ def _response(status: int, answer: type[BaseModel] | str, route: Route) -> dict[
     response: dict[str, Any] = {"description": HTTPStatus(status).phrase, "headers": headers}
     if isinstance(answer, type):
         response["content"] = {"application/json": {"schema": _ref(answer)}}
-        if answer is models.Metrics:
+        if answer is response_models.Metrics:
             response["content"]["text/plain"] = {
                 "schema": {
                     "type": "string",
@@ -323,7 +325,7 @@ def _event(name: str, data: dict[str, Any], **fields: dict[str, Any]) -> dict[st
 
 def _stream_event(route: Route) -> dict[str, Any]:
     """The `itemSchema` of a route's event stream: the events it sends, one at a time."""
-    message = _ref(models.Message)
+    message = _ref(response_models.Message)
     if route.path != "/stream":
         # One call's stream: each event's id is its seq, so Last-Event-ID resumes there.
         return _event("call", message, id={"type": "string", "pattern": SEQ_PATTERN})

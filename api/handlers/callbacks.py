@@ -9,7 +9,7 @@ from aiohttp import web
 
 from api import appkeys
 from api.handlers.common import json_response, path_call
-from api.schemas import CallbackPage, parse_query
+from api.request_models import CallbackPage, parse_query
 from core.clock import iso
 from core.errors import NotFound
 from db.callbacks import fetch_callback_settings, fetch_deliveries

@@ -12,7 +12,7 @@ from api import appkeys
 from api.auth import stream_token
 from api.handlers.common import base_url, json_body, json_response, path_call
 from api.middlewares import rate_limit_headers
-from api.schemas import Advance, CreateCall, ListCalls, parse_body, parse_query
+from api.request_models import Advance, CreateCall, ListCalls, parse_body, parse_query
 from calls.views import call_body, created_body, status_update
 from core.clock import now_ms
 from core.errors import BadRequest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -12,6 +13,8 @@ from yarl import URL
 from api import appkeys
 from core.call_ids import CallRef, parse_call_id
 from core.errors import BadRequest
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # How deep a JSON body may nest (metadata is the only place it can).
 MAX_DEPTH = 32

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from api import appkeys
 from api.handlers.common import json_body, json_response, path_call
-from api.schemas import HistoryPage, parse_query, posted_event
+from api.request_models import HistoryPage, parse_query, posted_event
 from calls.views import event_body
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from api.route import Handler
+from api.handlers.common import Handler
 from core.errors import NotFound
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"

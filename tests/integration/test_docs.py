@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from openapi_spec_validator import validate
 from playwright.async_api import Page, Request, expect
 
-from api import models
+from api import response_models
 from tests.integration.conftest import Api
 
 
@@ -75,30 +75,30 @@ async def test_docs_page_lists_every_route_and_tries_get_calls_with_a_bearer_key
 async def test_real_answers_match_the_documented_models(api: Api) -> None:
     status, created, _ = await api.create_call()
     assert status == 201
-    models.CreatedCall.model_validate(created)
+    response_models.CreatedCall.model_validate(created)
     call = await api.wait_recorded(created["call_id"])
-    models.Call.model_validate(call)
+    response_models.Call.model_validate(call)
     _, page, _ = await api.request("GET", "/calls?limit=5")
-    models.CallPage.model_validate(page)
+    response_models.CallPage.model_validate(page)
     _, history, _ = await api.request("GET", f"/calls/{created['call_id']}/events")
-    models.History.model_validate(history)
+    response_models.History.model_validate(history)
     _, metrics, _ = await api.request("GET", "/metrics")
-    models.Metrics.model_validate(metrics)
+    response_models.Metrics.model_validate(metrics)
     status, event, _ = await api.request(
         "POST", "/events", json={"event": "call_initiated", "type": "video", "queue_id": "q"}
     )
     assert status == 201
-    models.StoredEvent.model_validate(event)
+    response_models.StoredEvent.model_validate(event)
     for method, path in (
         ("GET", f"/calls/{uuid.uuid4()}"),
         ("GET", "/calls/x"),
         ("POST", "/calls"),
     ):
         _, error, _ = await api.request(method, path)
-        models.Error.model_validate(error)
+        response_models.Error.model_validate(error)
     async with api.http.get(api.url("/health")) as response:
-        models.Health.model_validate(await response.json())
+        response_models.Health.model_validate(await response.json())
     async with api.http.get(api.url("/ready")) as response:
-        models.Ready.model_validate(await response.json())
+        response_models.Ready.model_validate(await response.json())
     async with api.http.get(api.url("/")) as response:
-        models.Index.model_validate(await response.json())
+        response_models.Index.model_validate(await response.json())

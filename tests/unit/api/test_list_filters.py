@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.schemas import ListCalls, parse_query
+from api.request_models import ListCalls, parse_query
 from core.errors import BadRequest
 from core.lifecycle import Status
 from core.rules import Flag

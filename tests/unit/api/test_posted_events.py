@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from api.schemas import posted_event
+from api.request_models import posted_event
 from calls.events import PostedEvent
 from calls.transitions import Reported
 from core.errors import BadRequest
@@ -354,7 +354,7 @@ def test_occurred_at_that_is_not_iso_8601_is_refused(value: str) -> None:
     "value", [1_795_000_000, "1795000000", 30], ids=["seconds", "numeric-string", "small-number"]
 )
 def test_bug_occurred_at_as_a_unix_number_is_refused(value: Any) -> None:
-    # BUG (api/schemas.py, _PostedEvent.occurred_at is a lax `datetime`): pydantic also takes
+    # BUG (api/request_models.py, _PostedEvent.occurred_at is a lax `datetime`): pydantic also takes
     # Unix seconds (or milliseconds), as a number or a numeric string, so `30` is accepted as
     # 1970-01-01T00:00:30Z and every duration measured from it collapses to 0; the contract
     # says occurred_at is ISO 8601.

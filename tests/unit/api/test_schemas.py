@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from multidict import MultiDict
 
-from api.schemas import CreateCall, ListCalls, parse_body, parse_query
+from api.request_models import CreateCall, ListCalls, parse_body, parse_query
 from core.errors import BadRequest
 from core.lifecycle import Status
 
@@ -88,7 +88,7 @@ def test_unknown_field_is_refused() -> None:
 
 
 def test_bug_python_field_name_from_underscore_is_refused_as_unknown() -> None:
-    # BUG (api/schemas.py, CreateCall): populate_by_name=True makes the Python attribute name
+    # BUG (api/request_models.py, CreateCall): populate_by_name=True makes the Python attribute name
     # "from_" a second spelling of "from" in request bodies, so this body is accepted although
     # "from_" is no field of the API.
     assert refusal({"from_": "+1111", "to": "+2222"}) == (

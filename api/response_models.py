@@ -1,5 +1,5 @@
 """Response bodies, as pydantic models: the OpenAPI document is generated from them (and from
-the request models in api/schemas.py), and tests check real answers against them."""
+the request models in api/request_models.py), and tests check real answers against them."""
 
 from __future__ import annotations
 
