@@ -16,6 +16,7 @@ from api.realtime.hub import Hub
 from api.routes import setup_routes
 from calls.batches import IN_FLIGHT, Batcher
 from calls.control import CallControl
+from calls.deletion import Deletion
 from calls.events import EventService
 from calls.limits import open_limiter
 from calls.recordings import Recordings
@@ -57,6 +58,7 @@ async def _recordings(app: web.Application) -> AsyncIterator[None]:
     # The storage's client (S3) lives as long as the app: one connection pool per process.
     recordings = Recordings(app[appkeys.STORES])
     app[appkeys.RECORDINGS] = recordings
+    app[appkeys.DELETION] = Deletion(app[appkeys.STORES], recordings)
     yield
     await recordings.aclose()
 

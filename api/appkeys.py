@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from api.auth import KeyResolver
 from api.realtime.hub import Hub
 from calls.control import CallControl
+from calls.deletion import Deletion
 from calls.events import EventService
 from calls.recordings import Recordings
 from calls.service import CallService
@@ -24,6 +25,7 @@ CONTROL = web.AppKey("control", CallControl)
 EVENTS = web.AppKey("events", EventService)
 TRANSITIONS = web.AppKey("transitions", Transitions)
 RECORDINGS = web.AppKey("recordings", Recordings)
+DELETION = web.AppKey("deletion", Deletion)
 HUB = web.AppKey("hub", Hub)
 STARTED_AT = web.AppKey("started_at", float)
 # This process's request latency histogram (method, route, status class).

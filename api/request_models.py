@@ -175,6 +175,27 @@ class ListCalls(BaseModel):
         return min(value, MAX_PAGE_SIZE)
 
 
+class DeleteCalls(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    force: bool = Field(
+        default=False, description="End the key's active calls first (as canceled), not a 409."
+    )
+
+
+class MetricsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["json", "prometheus"] | None = Field(
+        default=None,
+        description="prometheus: the exposition text (as Accept: text/plain); else by Accept.",
+    )
+    scope: Literal["platform", "key"] = Field(
+        default="platform",
+        description="key: the six counters of the caller's key alone (JSON only).",
+    )
+
+
 MAX_HISTORY_PAGE = 1_000
 # Deliveries a page of a call's callbacks holds, each with its attempts (CALLBACK_MAX_ATTEMPTS).
 MAX_DELIVERIES_PAGE = 100

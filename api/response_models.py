@@ -169,6 +169,19 @@ class History(BaseModel):
     )
 
 
+class DeletedCalls(BaseModel):
+    """`DELETE /calls`: what the key's clean slate took."""
+
+    deleted: int = Field(description="Ended calls deleted, with their history and recordings.")
+    ended: int = Field(description="Active calls ended first (?force=true), as canceled.")
+    remaining: int = Field(
+        description=(
+            "The key's calls still stored: more than a request deletes (10,000) is left for"
+            " the next one."
+        )
+    )
+
+
 class Metrics(BaseModel):
     total_calls: int
     active_calls: int

@@ -57,6 +57,7 @@ ROUTES: list[Route] = [
     Route("GET",  "/static/{name:.+}", pages.asset,  "The pages' scripts and styles", {200: "text/*"}, (404,), **P),
     Route("POST", "/calls",         calls.create_call, "Create a simulated call",     {201: response_models.CreatedCall}, (400, 422, 429), body=request_models.CreateCall, callback=response_models.StatusUpdate,
           headers={"Idempotency-Key": "A repeat replays the first answer; the same key with another body is a 422."}),
+    Route("DELETE", "/calls",       calls.delete_calls, "Delete the key's ended calls: a clean slate for a test suite", {200: response_models.DeletedCalls}, (400, 409), query=request_models.DeleteCalls),
     Route("GET",  "/calls",         calls.list_calls, "The key's calls, newest first", {200: response_models.CallPage}, (400,), query=request_models.ListCalls),
     Route("GET",  "/calls/{call_id}", calls.get_call, "One call",                     {200: response_models.Call}, (400, 404)),
     Route("POST", "/calls/{call_id}/advance", calls.advance_call, "Move a simulated call to its next timed state now", {200: response_models.StatusUpdate}, (400, 404, 409), query=request_models.Advance),
@@ -69,7 +70,7 @@ ROUTES: list[Route] = [
     Route("GET",  "/ws",            streams.call_websocket, "Follow one call (WebSocket, ?call_id=)", {101: WEBSOCKET}, (400, 404), query_token=True, call_token=True, tag="realtime"),
     Route("GET",  "/stream",        streams.key_stream, "Follow every call of the key (SSE)", {200: SSE}, query_token=True, tag="realtime"),
     Route("POST", "/events",        events.post_event, "Ingest one lifecycle event",  {201: response_models.StoredEvent, 200: response_models.StoredEvent}, (400, 404, 409, 422, 429), body=request_models.PostEvent, tag="events"),
-    Route("GET",  "/metrics",       metrics.metrics, "Platform counters (JSON, Prometheus text or OpenMetrics)", {200: response_models.Metrics}, tag="platform"),
+    Route("GET",  "/metrics",       metrics.metrics, "Platform counters (JSON, Prometheus text or OpenMetrics)", {200: response_models.Metrics}, (400,), query=request_models.MetricsQuery, tag="platform"),
     # The contact-centre service's paths, for its clients.
     Route("POST", "/api/events",    events.post_event, "Ingest one lifecycle event",  {201: response_models.StoredEvent, 200: response_models.StoredEvent}, (400, 404, 409, 422, 429), body=request_models.PostEvent, tag="events"),
     Route("GET",  "/api/calls",     calls.list_calls, "The key's calls, newest first", {200: response_models.CallPage}, (400,), query=request_models.ListCalls, tag="events"),

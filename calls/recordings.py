@@ -94,6 +94,10 @@ class Recordings:
         if stored:
             rows = await db_recordings.finish_uploads(pool, stored)
             counts["uploaded"] = len(rows)
+            # A call deleted while its recording was stored (DELETE /calls): nothing points at
+            # the file any more, so it goes too.
+            kept = {row["call_id"] for row in rows}
+            await self.discard([key for call_id, key, _ in stored if call_id not in kept])
         try:
             async with self._stores.mux.pipeline() as pipe:
                 for row in rows:
@@ -175,7 +179,7 @@ class Recordings:
         return await self._storage.locate(storage_key, download_name(ref, storage_key))
 
     async def discard(self, storage_keys: list[str]) -> None:
-        """Delete stored recordings (of calls past their retention)."""
+        """Delete stored recordings (of calls deleted, or being deleted)."""
         if storage_keys:
             await self._storage.delete(storage_keys)
 

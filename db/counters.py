@@ -46,8 +46,10 @@ STORED_CALLS = f"""
 """
 
 
-async def fetch_stored_calls(conn: Executor) -> int:
-    """How many calls the platform stores (created, less deleted), for every key."""
+async def fetch_stored_calls(conn: Executor, key_id: str | None = None) -> int:
+    """How many calls the platform stores (created, less deleted), for every key or one."""
+    if key_id is not None:
+        return await conn.fetchval(STORED_CALLS, key_id)
     return await conn.fetchval(
         f"""
         SELECT coalesce(sum(calls_created - calls_removed), 0)::bigint

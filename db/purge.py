@@ -1,4 +1,5 @@
-"""Deleting ended calls with everything kept of them: history, outbox entries, upload rows."""
+"""Deleting ended calls with everything kept of them: history, outbox entries, upload rows
+(callback deliveries go with their call: ON DELETE CASCADE)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from db.calls import CALL_COLUMNS
 from db.pool import Executor
 
 
@@ -40,6 +42,41 @@ async def fetch_calls_of_deleted_keys(conn: Executor, limit: int) -> list[asyncp
          LIMIT $1
         """,
         limit,
+    )
+
+
+async def fetch_ended_calls_of_key(conn: Executor, key_id: str, limit: int) -> list[asyncpg.Record]:
+    """Ended calls of one key (`DELETE /calls`), with the storage key of their recording."""
+    return await conn.fetch(
+        """
+        SELECT c.id::text AS call_id, r.storage_key
+          FROM calls c LEFT JOIN recordings r ON r.call_id = c.id
+         WHERE c.api_key_id = $1 AND c.status = 'COMPLETED'
+         LIMIT $2
+        """,
+        key_id,
+        limit,
+    )
+
+
+async def fetch_active_calls_of_key(
+    conn: Executor, key_id: str, limit: int
+) -> list[asyncpg.Record]:
+    """Calls of one key not over yet, as rows a transition is decided from."""
+    return await conn.fetch(
+        f"""
+        SELECT {CALL_COLUMNS} FROM calls
+         WHERE api_key_id = $1 AND status <> 'COMPLETED'
+         LIMIT $2
+        """,
+        key_id,
+        limit,
+    )
+
+
+async def count_active_calls_of_key(conn: Executor, key_id: str) -> int:
+    return await conn.fetchval(
+        "SELECT count(*) FROM calls WHERE api_key_id = $1 AND status <> 'COMPLETED'", key_id
     )
 
 

@@ -7,6 +7,7 @@ import logging
 from dataclasses import astuple, dataclass, field
 from datetime import UTC, datetime
 
+from calls.deletion import Deletion
 from calls.limits import open_limiter
 from calls.publisher import Outgoing, Publisher
 from calls.recordings import Recordings
@@ -56,7 +57,7 @@ class Upkeep:
         self._limiter = open_limiter(stores)
         self._transitions = Transitions(stores)
         self._recordings = Recordings(stores)
-        self._retention = Retention(stores, self._recordings)
+        self._retention = Retention(stores, Deletion(stores, self._recordings))
         self._forget_holder = stores.redis.register_script(_FORGET_HOLDER)
 
     async def run_once(self) -> UpkeepReport:
@@ -166,7 +167,7 @@ class Upkeep:
             self._transitions.decide(row, Event.CALL_ENDED, occurred_at=now, end_reason="timeout")
             for row in rows
         ]
-        return len(await self._transitions.write_decided(decided))
+        return len(await self._transitions.write(decided))
 
     async def _lease_holders(self) -> dict[str, float]:
         """The keys that may hold leases, with their latest acquire (ms); the index is seeded

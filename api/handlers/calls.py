@@ -12,7 +12,14 @@ from api import appkeys
 from api.auth import stream_token
 from api.handlers.common import base_url, json_body, json_response, path_call
 from api.middlewares import rate_limit_headers
-from api.request_models import Advance, CreateCall, ListCalls, parse_body, parse_query
+from api.request_models import (
+    Advance,
+    CreateCall,
+    DeleteCalls,
+    ListCalls,
+    parse_body,
+    parse_query,
+)
 from calls.views import call_body, created_body, status_update
 from core.clock import now_ms
 from core.errors import BadRequest
@@ -58,6 +65,19 @@ async def create_call(request: web.Request) -> web.Response:
     token = stream_token(appkeys.api_key(request), ref, expires_s)
     body = created_body(created.call, base_url(request), token)
     return json_response(body, status=201, headers=headers)
+
+
+async def delete_calls(request: web.Request) -> web.Response:
+    """`DELETE /calls`: the key's ended calls deleted with their history and recordings (a test
+    suite's clean slate); 409 while calls are active, unless `?force=true` ends them first."""
+    query: DeleteCalls = parse_query(DeleteCalls, request.query)
+    app = request.app
+    cleared = await app[appkeys.DELETION].clear_key(
+        appkeys.api_key(request).id, app[appkeys.TRANSITIONS], force=query.force
+    )
+    return json_response(
+        {"deleted": cleared.deleted, "ended": cleared.ended, "remaining": cleared.remaining}
+    )
 
 
 async def list_calls(request: web.Request) -> web.Response:

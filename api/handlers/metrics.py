@@ -1,4 +1,5 @@
-"""`GET /metrics`: the platform's counters as JSON, or every figure for Prometheus."""
+"""`GET /metrics`: the platform's counters as JSON (or the caller's key's: `?scope=key`), or
+every figure for Prometheus."""
 
 from __future__ import annotations
 
@@ -6,15 +7,30 @@ from aiohttp import web
 
 from api import appkeys, prometheus
 from api.handlers.common import json_response
+from api.request_models import MetricsQuery, parse_query
 from calls import metrics as shared_metrics
 from core import keys
 from core.clock import now_ms
+from core.errors import BadRequest
 from db.counters import fetch_counters
 
 
 async def metrics(request: web.Request) -> web.Response:
+    query: MetricsQuery = parse_query(MetricsQuery, request.query)
     stores = request.app[appkeys.STORES]
-    row = await fetch_counters(stores.pool)
+    accept = request.headers.get("Accept", "")
+    wants_exposition = query.format == "prometheus" or (
+        query.format is None
+        and ("text/plain" in accept or "application/openmetrics-text" in accept)
+        and "application/json" not in accept
+    )
+    by_key = query.scope == "key"
+    if by_key and wants_exposition:
+        raise BadRequest(
+            "scope=key answers JSON: the Prometheus exposition is the platform's"
+            " (ask for application/json, or leave out format)"
+        )
+    row = await fetch_counters(stores.pool, appkeys.api_key(request).id if by_key else None)
     counters = {
         "total_calls": row["total_calls"],
         "active_calls": row["active_calls"],
@@ -23,11 +39,6 @@ async def metrics(request: web.Request) -> web.Response:
         "uploads_in_progress": row["uploads_in_progress"],
         "uploads_completed": row["uploads_completed"],
     }
-    accept = request.headers.get("Accept", "")
-    wants_exposition = request.query.get("format") == "prometheus" or (
-        ("text/plain" in accept or "application/openmetrics-text" in accept)
-        and "application/json" not in accept
-    )
     if not wants_exposition:
         return json_response(counters)
 
