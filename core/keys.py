@@ -15,8 +15,15 @@ EVENTS_CHANNEL = f"{PREFIX}:events"
 # Pub/sub channel of API key changes (`python -m db keys ...`): each API process forgets what it
 # remembers of the key at once, and closes a disabled key's streams.
 KEYS_CHANNEL = f"{PREFIX}:keys"
-# The scheduler's leader lock.
+# The scheduler's leader lock (a string: the leader's token, expiring).
 SCHEDULER_LOCK = f"{PREFIX}:scheduler:leader"
+# The lead's record (a hash): who holds or last held the lead and since when, until when its
+# lock runs, how often the lead changed hands and how long it was vacant before the last change.
+# Kept when the lock lapses, so the next leader can say how long the lead was vacant.
+SCHEDULER_LEAD = f"{PREFIX}:scheduler:lead"
+# Held (briefly, expiring) by the scheduler that is starting a drain job: every scheduler
+# dispatches, and this keeps two from starting one each for the same due timers.
+DISPATCH_CLAIM = f"{PREFIX}:scheduler:dispatching"
 # Figures the processes share for /metrics: histograms (lateness, callback delivery) and
 # plain counters.
 TIMER_LATENESS = f"{PREFIX}:metrics:timer_lateness"
