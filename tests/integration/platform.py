@@ -19,6 +19,7 @@ import asyncpg
 from db.pool import with_database
 from devstack import databases
 from devstack.keys import new_key
+from devstack.layout import Layout, start_layout, start_process
 from devstack.paths import ROOT
 from devstack.ports import free_port, wait_for_port
 from devstack.postgres import PrivatePostgres
@@ -133,14 +134,8 @@ class Platform:
     # -- application processes -------------------------------------------------------------
 
     def add(self, name: str, module: str, env: dict[str, str] | None = None) -> Process:
-        process = Process(
-            name,
-            [sys.executable, "-m", module],
-            self.env | (env or {}),
-            self.workdir / f"{name}.log",
-        )
+        process = start_process(name, module, self.env | (env or {}), self.workdir)
         self.processes[name] = process
-        process.start()
         return process
 
     async def start(self) -> Platform:
@@ -149,10 +144,8 @@ class Platform:
             await asyncio.to_thread(self.postgres.create)
         await self.create_database()
         self.start_redis()
-        self.add("api", "api")
-        for i in range(self.workers):
-            self.add(f"worker{i}", "worker")
-        self.add("scheduler", "scheduler")
+        layout = Layout(workers=self.workers)
+        self.processes |= start_layout(layout, self.env, self.workdir, [self.api_port])
         await self.wait_ready()
         return self
 

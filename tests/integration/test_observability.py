@@ -57,7 +57,7 @@ async def test_every_log_line_is_json(http, chatty: Platform) -> None:
     api = Api(http, chatty, await chatty.new_key(max_cps=100))
     _, created, _ = await api.create_call()
     await api.wait_recorded(created["call_id"])
-    for process in ("api", "worker0", "scheduler"):
+    for process in ("api", "worker1", "scheduler"):
         text = chatty.processes[process].log_path.read_text().strip().splitlines()
         assert text, process
         for line in text:
@@ -93,7 +93,7 @@ async def test_jobs_log_a_calls_transitions_under_the_request_that_made_it(
     # Lines reach the file within the log writer's batch (core/logs.py), not with the answer.
     deadline = time.monotonic() + 5
     while True:
-        worker = [e for e in log_lines(chatty, "worker0") if e.get("call_id") == created["call_id"]]
+        worker = [e for e in log_lines(chatty, "worker1") if e.get("call_id") == created["call_id"]]
         moved_to = {re.sub(r".*-> ", "", e["msg"]) for e in worker if "->" in e["msg"]}
         if {"COMPLETED", "RINGING"} <= moved_to or time.monotonic() > deadline:
             break

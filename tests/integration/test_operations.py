@@ -133,7 +133,7 @@ async def test_every_process_stops_within_two_seconds_of_sigterm(platform_factor
     """Process managers, docker and systemd send SIGTERM and wait; none of ours may need a
     SIGKILL."""
     own = await platform_factory(workers=1)
-    for name in ("worker0", "scheduler", "api"):
+    for name in ("worker1", "scheduler", "api"):
         process = own.processes[name]
         process.signal(signal.SIGTERM)
         exited = await asyncio.to_thread(process.popen.wait, 2)

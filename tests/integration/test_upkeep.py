@@ -47,9 +47,9 @@ async def test_calls_survive_a_worker_killed_mid_run(platform_factory, make_api)
     ]
     await asyncio.sleep(0.5)  # some calls have moved, the rest are mid-life
 
-    own.processes["worker0"].kill()
+    own.processes["worker1"].kill()
     await asyncio.sleep(1.0)  # timers fall due with no worker; a job may have died mid-batch
-    own.add("worker1", "worker")
+    own.add("worker2", "worker")
 
     await assert_every_call_completed_once(own, api, ids)
 
