@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     # Credentials are botocore's: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ~/.aws, roles.
     s3_bucket: str = ""
     s3_endpoint_url: str = ""
+    # The store as the owners reach it, for the signed URLs the recording route redirects to,
+    # when it differs from where the platform reaches it (Compose: http://localhost:9000 for
+    # MinIO, which the processes reach as http://minio:9000). Empty: S3_ENDPOINT_URL.
+    s3_public_endpoint_url: str = ""
     s3_region: str = "us-east-1"
     s3_prefix: str = "recordings/"
     # Lifetime of the signed URL the recording route redirects to (SigV4 allows up to 7 days).
