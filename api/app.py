@@ -13,6 +13,7 @@ from api.auth import KeyResolver
 from api.cors import enable_cors
 from api.middlewares import authenticate, errors, request_id, security_headers
 from api.realtime.hub import Hub
+from api.realtime.stream_counts import StreamCounts
 from api.routes import setup_routes
 from calls.batches import IN_FLIGHT, Batcher
 from calls.control import CallControl
@@ -23,6 +24,7 @@ from calls.recordings import Recordings
 from calls.service import CallService
 from calls.stores import Stores
 from calls.transitions import Transitions
+from core.instance import instance_name
 from core.settings import Settings, get_settings
 
 
@@ -65,10 +67,14 @@ async def _recordings(app: web.Application) -> AsyncIterator[None]:
 
 async def _hub(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
+    mux = app[appkeys.STORES].mux
     hub = Hub(
-        app[appkeys.STORES].mux,
+        mux,
+        # Each key's streams counted across every API process (a dead one's share lapses).
+        StreamCounts(
+            mux, instance_name(), settings.max_streams_per_key, settings.process_dead_after_ms
+        ),
         settings.stream_queue_size,
-        settings.max_streams_per_key,
         # A key changed (python -m db keys): every API process forgets what it knew of it.
         on_key_change=app[appkeys.KEYS].forget,
     )

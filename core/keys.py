@@ -73,6 +73,19 @@ def event_window(key_id: str, second: int) -> str:
     return f"{PREFIX}:key:{{{key_id}}}:events:{second}"
 
 
+def stream_counts(key_id: str) -> str:
+    """Hash of the open streams (SSE and WebSocket) of an API key, by API process name: the key's
+    streams on every process together are capped (MAX_STREAMS_PER_KEY)."""
+    return f"{PREFIX}:key:{{{key_id}}}:streams"
+
+
+def stream_holders(key_id: str) -> str:
+    """Sorted set of the API processes counted in `stream_counts`, scored by until when (ms)
+    each one's count holds: a process renews it while it lives, and a lapsed one (the process
+    died) is dropped at the key's next stream."""
+    return f"{PREFIX}:key:{{{key_id}}}:stream-holders"
+
+
 def slot_sets(key_id: str) -> tuple[str, ...]:
     """Every slot set of an API key."""
     return (leases(key_id), ingested_slots(key_id))

@@ -140,6 +140,10 @@ class Settings(BaseSettings):
     upload_attempt_timeout_ms: int = 60_000
     # An outbox entry older than this was not published by its writer; upkeep publishes it.
     outbox_grace_ms: int = 1_000
+    # A process that stops renewing what it holds in Redis (every third of this) is dead once
+    # this has passed: a worker is dropped from RQ's workers with its drain job, an API
+    # process's count of each key's open streams is given back.
+    process_dead_after_ms: int = Field(default=10_000, ge=300, le=600_000)
     # Ended calls older than this are deleted by upkeep with their history and recordings
     # (0 keeps everything).
     retention_days: float = Field(default=30, ge=0)
@@ -147,7 +151,8 @@ class Settings(BaseSettings):
     # Realtime
     stream_ping_s: float = 15.0
     stream_queue_size: int = 256
-    # Streams (SSE and WebSocket) one key may hold open on one API process; more get 429.
+    # Streams (SSE and WebSocket) one key may hold open, on every API process together; more
+    # get 429.
     max_streams_per_key: int = Field(default=100, ge=1)
     # How long the token in a created call's stream_url / websocket_url opens that call's streams.
     stream_token_ttl_s: int = Field(default=3_600, ge=1, le=7 * 86_400)
