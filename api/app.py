@@ -11,7 +11,13 @@ from prometheus_client import CollectorRegistry, Histogram
 from api import appkeys
 from api.auth import KeyResolver
 from api.cors import enable_cors
-from api.middlewares import authenticate, errors, request_id, security_headers
+from api.middlewares import (
+    authenticate,
+    errors,
+    remember_status,
+    request_id,
+    security_headers,
+)
 from api.realtime.hub import Hub
 from api.realtime.stream_counts import StreamCounts
 from api.routes import setup_routes
@@ -105,13 +111,14 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[appkeys.REGISTRY] = registry
     app[appkeys.REQUEST_SECONDS] = Histogram(
         "mockcomms_request_duration_seconds",
-        "Time to answer a request, by method, route and status class (streams: their lifetime).",
+        "Time to answer a request, by method, route and status class (streams: their lifetime,"
+        " closed by the client or not); `closed`: the client went away before an answer.",
         ["method", "route", "status"],
         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60),
         registry=registry,
     )
     app[appkeys.REQUEST_SECONDS_BY_LABELS] = {}
-    app.on_response_prepare.append(security_headers)
+    app.on_response_prepare.extend([security_headers, remember_status])
     app.on_shutdown.append(_end_streams)
     app.cleanup_ctx.extend([_stores, _recordings, _hub])
     setup_routes(app)

@@ -36,9 +36,10 @@ REGISTRY = web.AppKey("registry", CollectorRegistry)
 # Each aiohttp route and the api.routes.Route that describes it (auth, docs).
 ROUTES = web.AppKey("routes", dict)
 
-# Per request: the caller's key and the request id.
+# Per request: the caller's key, the request id, and the status its answer started with.
 API_KEY = "api_key"
 REQUEST_ID = "request_id"
+RESPONSE_STATUS = "response_status"
 
 
 def api_key(request: web.Request) -> ApiKey:

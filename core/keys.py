@@ -30,6 +30,14 @@ TIMER_LATENESS = f"{PREFIX}:metrics:timer_lateness"
 CALLBACK_LATENCY = f"{PREFIX}:metrics:callback_latency"
 COUNTERS = f"{PREFIX}:metrics:counters"
 
+
+def worker_alive(name: str) -> str:
+    """Set while the RQ worker `name` lives: renewed every third of PROCESS_DEAD_AFTER_MS, so
+    upkeep takes a worker whose key lapsed for dead (its entry in RQ's workers and its drain
+    job go)."""
+    return f"{PREFIX}:worker:{name}:alive"
+
+
 # The RQ queue of the jobs that work off due timers (every kind alike).
 TIMERS_QUEUE = "timers"
 # The RQ queue of dead letters: work whose attempts are spent, left as failed jobs (one per call

@@ -34,10 +34,9 @@ class Scheduler:
         self._settings = settings
         self._stores = stores
         self._lock = LeaderLock(stores.redis, settings.scheduler_lock_ttl_ms, instance_name())
-        self._dispatcher = Dispatcher(
-            stores.redis, SyncRedis.from_url(settings.redis_dsn), self._lock.token
-        )
-        self._upkeep = Upkeep(stores)
+        rq_connection = SyncRedis.from_url(settings.redis_dsn)
+        self._dispatcher = Dispatcher(stores.redis, rq_connection, self._lock.token)
+        self._upkeep = Upkeep(stores, rq_connection)
         self._leading = asyncio.Event()
         self._stopping = asyncio.Event()
 
