@@ -21,14 +21,14 @@ from api.middlewares import (
 from api.realtime.hub import Hub
 from api.realtime.stream_counts import StreamCounts
 from api.routes import setup_routes
-from calls.batches import IN_FLIGHT, Batcher
+from calls.batches import Batcher
 from calls.control import CallControl
 from calls.deletion import Deletion
 from calls.events import EventService
 from calls.limits import open_limiter
 from calls.recordings import Recordings
 from calls.service import CallService
-from calls.stores import Stores
+from calls.stores import Stores, pools_of
 from calls.transitions import Transitions
 from core.instance import instance_name
 from core.settings import Settings, get_settings
@@ -36,9 +36,9 @@ from core.settings import Settings, get_settings
 
 async def _stores(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
-    # The batchers' statements (new calls, event reads, event writes) find rows by key: a pool
-    # of their own keeps their plans, each batcher running at most IN_FLIGHT at once.
-    stores = await Stores.open(settings, lookups_max=3 * IN_FLIGHT)
+    # Its batchers' statements (new calls, event reads, event writes) find rows by key: a pool
+    # of their own keeps their plans (calls/stores.py).
+    stores = await Stores.open(settings, pools_of("api", settings))
     app[appkeys.STORES] = stores
     app[appkeys.KEYS] = KeyResolver(stores.pool, settings.api_key_cache_ttl_ms)
     transitions = Transitions(stores)

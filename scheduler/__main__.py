@@ -13,7 +13,7 @@ import time
 from redis import Redis as SyncRedis
 from redis.exceptions import RedisError
 
-from calls.stores import Stores
+from calls.stores import Stores, pools_of
 from core.clock import now_ms
 from core.instance import instance_name
 from core.logs import setup_logging
@@ -159,7 +159,7 @@ def _log_taken(name: str, hold: Hold) -> None:
 
 async def _main() -> None:
     settings = get_settings()
-    stores = await Stores.open(settings, pool_max=4)
+    stores = await Stores.open(settings, pools_of("scheduler", settings))
     scheduler = Scheduler(settings, stores)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -77,13 +77,17 @@ class Platform:
     processes: dict[str, Process] = field(default_factory=dict)
     # Run against a PostgreSQL cluster of its own (see PrivatePostgres), which a test may stop.
     private_postgres: bool = False
+    # postgresql.conf lines of the private cluster's own (`max_connections = 30`).
+    postgres_config: str = ""
 
     def __post_init__(self) -> None:
         self.api_port = free_port()
         self.redis = RedisServer(self.workdir / "redis.log")
         self.redis_port = self.redis.port
         self.postgres = (
-            PrivatePostgres(self.workdir / "postgres") if self.private_postgres else None
+            PrivatePostgres(self.workdir / "postgres", self.postgres_config)
+            if self.private_postgres
+            else None
         )
         self.admin_dsn = self.postgres.dsn("postgres") if self.postgres else server_dsn()
         self.dsn = with_database(self.admin_dsn, self.database)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shlex
 import signal
@@ -292,3 +293,46 @@ async def test_a_worker_taken_for_dead_while_it_stalled_is_listed_again_when_it_
     _, created, _ = await api.create_call()
     await api.wait_recorded(created["call_id"])
     rq.close()
+
+
+async def test_a_process_whose_pools_may_not_fit_says_so_at_start_and_runs(
+    tmp_path_factory,
+) -> None:
+    # 30 connections, 3 of them for superusers: an API process at DB_POOL_MAX 20 may open 32.
+    own = Platform(
+        tmp_path_factory.mktemp("connections"),
+        settings={"DB_POOL_MAX": "20"},
+        private_postgres=True,
+        postgres_config="max_connections = 30\n",
+    )
+    try:
+        await own.start()
+
+        def warnings(process: str) -> list[dict]:
+            text = own.processes[process].log_path.read_text()
+            return [
+                json.loads(line)
+                for line in text.splitlines()
+                if line.startswith("{") and '"level":"warning"' in line
+            ]
+
+        (said,) = [w for w in warnings("api") if w["msg"].startswith("PostgreSQL has room")]
+        assert said["connections_max"] == 32 and said["max_connections"] == 30
+        assert said["connections_left"] <= 27
+        assert (
+            f"PostgreSQL has room for {said['connections_left']} more connections"
+            " (max_connections 30, 3 reserved for superusers," in said["msg"]
+        )
+        assert (
+            "but this api process may open up to 32 (DB_POOL_MAX 20 + 12 for its batched"
+            " writes)" in said["msg"]
+        )
+        assert "Lower DB_POOL_MAX" in said["msg"]
+        # The worker (8) and the scheduler (4) fit: nothing said at WARNING.
+        for process in ("worker1", "scheduler"):
+            assert not [w for w in warnings(process) if "PostgreSQL" in w["msg"]], process
+        # It runs all the same.
+        async with aiohttp.ClientSession() as http, http.get(own.base_url + "/ready") as ready:
+            assert ready.status == 200
+    finally:
+        await own.stop()
