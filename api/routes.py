@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from api import appkeys, models, schemas
-from api.handlers import calls, docs, events, health, metrics, pages, recordings, streams
+from api.handlers import calls, docs, events, health, metrics, pages, recordings, stats, streams
 from api.route import AUDIO, HTML, SSE, WEBSOCKET, Route
 
 # One line per route, so the table reads top to bottom (hence no formatter and long lines here).
@@ -31,10 +31,14 @@ ROUTES: list[Route] = [
     Route("GET",  "/ws",            streams.call_websocket, "Follow one call (WebSocket, ?call_id=)", {101: WEBSOCKET}, (400, 404), query_token=True, tag="realtime"),
     Route("GET",  "/stream",        streams.key_stream, "Follow every call of the key (SSE)", {200: SSE}, query_token=True, tag="realtime"),
     Route("POST", "/events",        events.post_event, "Ingest one lifecycle event",  {201: models.StoredEvent, 200: models.StoredEvent}, (400, 404, 409, 422, 429), body=schemas.PostEvent, tag="events"),
+    Route("GET",  "/stats/queues",  stats.queue_stats, "Each queue's service level, abandonment, ASA, AHT over a window, and who waits now", {200: models.QueueStats}, (400,), query=schemas.QueueStatsQuery, tag="stats"),
+    Route("GET",  "/stats/queues/{queue_id}/series", stats.queue_series, "One queue's figures per bucket over a window", {200: models.QueueSeries}, (400, 404), query=schemas.SeriesQuery, tag="stats"),
+    Route("GET",  "/stats/agents",  stats.agent_stats, "Each agent's handled calls, AHT and hold time over a window", {200: models.AgentStats}, (400,), query=schemas.AgentStatsQuery, tag="stats"),
     Route("GET",  "/metrics",       metrics.metrics, "Platform counters (JSON, Prometheus text or OpenMetrics)", {200: models.Metrics}, tag="platform"),
     # The contact-centre service's paths, for its clients.
     Route("POST", "/api/events",    events.post_event, "Ingest one lifecycle event",  {201: models.StoredEvent, 200: models.StoredEvent}, (400, 404, 409, 422, 429), body=schemas.PostEvent, tag="events"),
     Route("GET",  "/api/calls",     calls.list_calls, "The key's calls, newest first", {200: models.CallPage}, (400,), query=schemas.ListCalls, tag="events"),
+    Route("GET",  "/api/stats/queues", stats.queue_stats, "Each queue's service level, abandonment, ASA, AHT over a window, and who waits now", {200: models.QueueStats}, (400,), query=schemas.QueueStatsQuery, tag="stats"),
     Route("GET",  "/api/calls/{call_id}/events", events.call_events, "A call's history, in order, a page at a time", {200: models.History}, (400, 404), query=schemas.HistoryPage, tag="events"),
 ]
 # fmt: on

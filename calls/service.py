@@ -51,6 +51,7 @@ class CallService:
         to_number: str,
         metadata: dict[str, Any],
         idempotency_key: str | None = None,
+        queue_id: str | None = None,
     ) -> Created:
         """Create a simulated call within the key's limits and start its timers.
 
@@ -60,9 +61,8 @@ class CallService:
         settings = self._stores.settings
         fingerprint = None
         if idempotency_key is not None:
-            fingerprint = request_fingerprint(
-                {"from": from_number, "to": to_number, "metadata": metadata}
-            )
+            body = {"from": from_number, "to": to_number, "metadata": metadata}
+            fingerprint = request_fingerprint(body | ({"queue_id": queue_id} if queue_id else {}))
             earlier = await self._replay(key, idempotency_key, fingerprint)
             if earlier is not None:
                 return earlier
@@ -84,6 +84,7 @@ class CallService:
                 metadata=metadata,
                 idempotency_key=idempotency_key,
                 request_hash=fingerprint,
+                queue_id=queue_id,
                 request_id=logs.request_id.get(),
             )
         )

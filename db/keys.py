@@ -193,3 +193,8 @@ async def update_key(
             after.max_active_ingested_calls,
         )
     return KeyChange(key_id=key_id, before=before, after=after)
+
+
+async def fetch_key_id(conn: asyncpg.Connection, name: str) -> str | None:
+    """The id of the key named `name`, if there is one."""
+    return await conn.fetchval("SELECT id::text FROM api_keys WHERE name = $1", name)

@@ -39,6 +39,7 @@ async def create_call(request: web.Request) -> web.Response:
         to_number=body.to,
         metadata=body.metadata,
         idempotency_key=idempotency_key,
+        queue_id=body.queue_id,
     )
     headers = {}
     if created.grant is not None:

@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 # Put in a subscription's queue when messages may have been missed (queue overflow, lost
 # Redis connection): the follower then reads the gap from PostgreSQL.
 RESYNC: dict[str, Any] = {"resync": True}
+# A key stream's message holding a queue's figures (published by scheduler/stats.py) has this
+# one field, its figures.
+STATS = "stats"
 # Put in a subscription's queue when its key was disabled: the stream ends.
 _REVOKED: dict[str, Any] = {"revoked": True}
 
@@ -147,6 +150,19 @@ class Hub:
         for sub in self._by_key.get(key_id, ()):
             sub.offer(message)
 
+    def _on_stats(self, payload: bytes) -> None:
+        """A queue's figures, for the key streams of its key."""
+        if not self._by_key:
+            return  # nobody here is listening: not worth parsing
+        try:
+            figures = orjson.loads(payload)
+            key_id = figures.pop("key_id")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.exception("dropping malformed stats message")
+            return
+        for sub in self._by_key.get(key_id, ()):
+            sub.offer({STATS: figures})
+
     def _resync_all(self) -> None:
         for index in (self._by_call, self._by_key):
             for subs in index.values():
@@ -186,6 +202,7 @@ class Hub:
                     {
                         keys.EVENTS_CHANNEL: self._on_message,
                         keys.KEYS_CHANNEL: self._on_key_message,
+                        keys.STATS_CHANNEL: self._on_stats,
                     },
                     self._on_subscribed,
                 )
