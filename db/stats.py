@@ -191,23 +191,27 @@ def _conditions(where: StatsFilter, args: list, column: str = "queue_id") -> str
 def _window(
     table: str, columns: Sequence[str], ranges: Sequence[Range], args: list, filters: str
 ) -> str:
-    """`table`'s rows of the key ($1) in `ranges`, and the deltas of the same minutes."""
-    args.extend([[r.span for r in ranges], [r.since for r in ranges], [r.until for r in ranges]])
-    spans, sinces, untils = (f"${len(args) - i}" for i in (2, 1, 0))
-    args.extend([min(r.since for r in ranges), max(r.until for r in ranges)])
-    since, until = f"${len(args) - 1}", f"${len(args)}"
-    return f"""
-        SELECT {{group}}, {_names(columns)}
-          FROM unnest({spans}::text[], {sinces}::timestamptz[], {untils}::timestamptz[])
-               AS r(span, since, until)
-          JOIN {table} s ON s.api_key_id = $1 AND s.span = r.span
-                        AND s.starts_at >= r.since AND s.starts_at < r.until
-         WHERE true {filters}
-        UNION ALL
-        SELECT {{group}}, {_names(columns)}
-          FROM stats_deltas
-         WHERE api_key_id = $1 AND minute >= {since} AND minute < {until} {filters}
-    """
+    """`table`'s rows of the key ($1) in `ranges`, and the deltas of the same minutes. One
+    SELECT per range, so that each is one range of the (key, span, start) index: a join with
+    the ranges as a set is planned as a scan of every row of the key."""
+    parts = []
+    for r in [*ranges, Range("delta", min(r.since for r in ranges), max(r.until for r in ranges))]:
+        args.extend([r.since, r.until])
+        since, until = f"${len(args) - 1}", f"${len(args)}"
+        if r.span == "delta":
+            parts.append(
+                f"""
+                SELECT {{group}}, {_names(columns)} FROM stats_deltas
+                 WHERE api_key_id = $1 AND minute >= {since} AND minute < {until} {filters}"""
+            )
+        else:
+            parts.append(
+                f"""
+                SELECT {{group}}, {_names(columns)} FROM {table}
+                 WHERE api_key_id = $1 AND span = '{r.span}'
+                   AND starts_at >= {since} AND starts_at < {until} {filters}"""
+            )
+    return "\n UNION ALL ".join(parts)
 
 
 async def fetch_queue_figures(
