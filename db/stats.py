@@ -118,10 +118,13 @@ def transition_deltas(scale: str, service_level_ms: str, short_abandon_ms: str) 
 
 
 def _upsert(table: str, keys: Sequence[str], columns: Sequence[str], source: str) -> str:
-    """Add `source`'s rows (grouped by `keys`) into `table`'s totals."""
+    """Add `source`'s rows (grouped by `keys`) into `table`'s totals. New rows are written in
+    the order a window reads them (key, span, start), so the rows of one span's range share
+    pages: a rebuild would otherwise scatter them, and a 24-hour read fetch 7,000 pages."""
     return f"""
         INSERT INTO {table} AS t ({_names(keys)}, {_names(columns)})
         SELECT {_names(keys)}, {_sums(columns)} FROM {source} GROUP BY {_names(keys)}
+         ORDER BY api_key_id, span, starts_at
         ON CONFLICT ({_names(keys)}) DO UPDATE
            SET {", ".join(f"{c} = t.{c} + excluded.{c}" for c in columns)}
     """
