@@ -192,28 +192,33 @@ def _conditions(where: StatsFilter, args: list, column: str = "queue_id") -> str
 
 
 def _window(
-    table: str, columns: Sequence[str], ranges: Sequence[Range], args: list, filters: str
+    table: str,
+    group: str,
+    columns: Sequence[str],
+    ranges: Sequence[Range],
+    args: list,
+    filters: str,
 ) -> str:
-    """`table`'s rows of the key ($1) in `ranges`, and the deltas of the same minutes. One
-    SELECT per range, so that each is one range of the (key, span, start) index: a join with
-    the ranges as a set is planned as a scan of every row of the key."""
+    """`group` and `columns` of `table`'s rows of the key ($1) in `ranges`, and of the deltas
+    of the same minutes. One SELECT per range, so that each is one range of the (key, span,
+    start) index: joined with the ranges as a set, they were planned as a scan of every row
+    of the key."""
     parts = []
-    for r in [*ranges, Range("delta", min(r.since for r in ranges), max(r.until for r in ranges))]:
+    for r in ranges:
         args.extend([r.since, r.until])
-        since, until = f"${len(args) - 1}", f"${len(args)}"
-        if r.span == "delta":
-            parts.append(
-                f"""
-                SELECT {{group}}, {_names(columns)} FROM stats_deltas
-                 WHERE api_key_id = $1 AND minute >= {since} AND minute < {until} {filters}"""
-            )
-        else:
-            parts.append(
-                f"""
-                SELECT {{group}}, {_names(columns)} FROM {table}
-                 WHERE api_key_id = $1 AND span = '{r.span}'
-                   AND starts_at >= {since} AND starts_at < {until} {filters}"""
-            )
+        parts.append(
+            f"""
+            SELECT {group}, {_names(columns)} FROM {table}
+             WHERE api_key_id = $1 AND span = '{r.span}'
+               AND starts_at >= ${len(args) - 1} AND starts_at < ${len(args)} {filters}"""
+        )
+    args.extend([min(r.since for r in ranges), max(r.until for r in ranges)])
+    parts.append(
+        f"""
+            SELECT {group}, {_names(columns)} FROM stats_deltas
+             WHERE api_key_id = $1 AND minute >= ${len(args) - 1} AND minute < ${len(args)}
+                   {filters}"""
+    )
     return "\n UNION ALL ".join(parts)
 
 
@@ -231,7 +236,7 @@ async def fetch_queue_figures(
     and its "now" figures (waiting_now, longest_wait_ms, on_hold_now). One snapshot."""
     args: list = [key_id]
     filters = _conditions(where, args)
-    window = _window("queue_stats", QUEUE_COLUMNS, ranges, args, filters).format(group="queue_id")
+    window = _window("queue_stats", "queue_id", QUEUE_COLUMNS, ranges, args, filters)
     args.extend([time_scale, limit])
     scale, most = f"${len(args) - 1}", f"${len(args)}"
     zeros = ", ".join(f"0 AS {column}" for column in QUEUE_COLUMNS)
@@ -310,7 +315,7 @@ async def fetch_agent_figures(
     `limit`: the sums of their rows."""
     args: list = [key_id]
     filters = _conditions(where, args, column="agent_id")
-    window = _window("agent_stats", AGENT_COLUMNS, ranges, args, filters).format(group="agent_id")
+    window = _window("agent_stats", "agent_id", AGENT_COLUMNS, ranges, args, filters)
     args.append(limit)
     return await conn.fetch(
         f"""
