@@ -18,6 +18,7 @@ from core.logs import setup_logging
 from core.settings import Settings, get_settings
 from scheduler.dispatch import Dispatcher
 from scheduler.leader import LeaderLock
+from scheduler.stats import StatsPublisher
 from scheduler.upkeep import Upkeep
 
 log = logging.getLogger("scheduler")
@@ -34,13 +35,14 @@ class Scheduler:
         self._lock = LeaderLock(stores.redis, settings.scheduler_lock_ttl_ms)
         self._dispatcher = Dispatcher(stores.redis, SyncRedis.from_url(settings.redis_dsn))
         self._upkeep = Upkeep(stores)
+        self._stats = StatsPublisher(stores)
         self._leading = asyncio.Event()
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
         tasks = [
             asyncio.create_task(job(), name=job.__name__)
-            for job in (self._lead, self._pump, self._tend, self._purge)
+            for job in (self._lead, self._pump, self._tend, self._purge, self._publish_stats)
         ]
         await self._stopping.wait()
         for task in tasks:
@@ -115,6 +117,16 @@ class Scheduler:
                 purged = 0
             took_s = time.monotonic() - started
             await asyncio.sleep(max(2 * took_s, 0.01) if purged else idle_s)
+
+    async def _publish_stats(self) -> None:
+        interval_s = self._settings.stats_interval_ms / 1000
+        while True:
+            await self._leading.wait()
+            try:
+                await self._stats.run_once()
+            except Exception:
+                log.exception("publishing queue statistics failed")
+            await asyncio.sleep(interval_s)
 
 
 async def _main() -> None:

@@ -23,6 +23,7 @@ from core.limiter import CallKind, slot_set
 from db import calls as db_calls
 from db.counters import fold_counter_deltas
 from db.outbox import fetch_unpublished
+from db.stats import fold_stats_deltas
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class Upkeep:
         report.updates_republished = await self.drain_outbox()
         # Routine, not a repair: not in the report.
         await fold_counter_deltas(self._stores.pool)
+        await fold_stats_deltas(self._stores.pool)
         if any(astuple(report)):
             log.info("upkeep: %s", report)
         return report

@@ -1,5 +1,8 @@
 // The live view of one key's calls: GET /calls for the start, then GET /stream (read with fetch,
-// so the key travels in a header) for every new call and transition. No build step.
+// so the key travels in a header) for every new call and transition; and of its queues: a tile
+// each from GET /stats/queues, kept current by the stream's `stats` messages, and a chart of the
+// chosen queue's last hour (GET /stats/queues/{id}/series, drawn by uPlot from api/static/uplot/).
+// No build step.
 //
 // Every value that comes from the API is a tenant's text (a queue id, an agent id, metadata):
 // it is only ever put in the page as text, through `el` below, never parsed as markup. The page
@@ -10,6 +13,10 @@ const KEY_SLOT = "mock-comms.key";
 const STATUSES = ["QUEUED", "RINGING", "ANSWERED", "ON_HOLD", "UNANSWERED", "COMPLETED"];
 const BREACHES = new Set(["wait_sla_exceeded", "hold_limit_exceeded"]);
 const calls = new Map();          // call_id -> call as GET /calls/{id} shows it
+const queues = new Map();         // queue_id -> its figures (GET /stats/queues, `stats`), and when
+let target = 80;                  // the service level a queue should meet, in % (the API says)
+let chartQueue = null, chart = null, chartAt = 0, chartTimer = null;
+const CHART_EVERY_MS = 5000;      // a chart reloads at most this often
 let selected = null;
 let stream = null;                // AbortController of the open stream
 
@@ -101,6 +108,85 @@ function callbackAttempts(delivery) {
     delivery.attempts.length ? null : el("li", {}, `callback ${delivery.state}`));
 }
 
+// -- queues: a tile each, and a chart of the one clicked ---------------------------------------
+
+const seconds = s => s === null || s === undefined ? "–" : s < 60 ? `${Math.round(s)}s` : `${Math.floor(s / 60)}m ${Math.round(s % 60)}s`;
+const percent = p => p === null || p === undefined ? "–" : `${p}%`;
+const standing = q => q.service_level_pct === null ? "idle" : q.service_level_pct >= target ? "meeting" : "missing";
+// The oldest waiting call keeps waiting between two messages: its wait goes on from when they said.
+const longestWait = q => q.longest_wait_s === null ? null : q.longest_wait_s + (Date.now() - q.at) / 1000;
+
+function tile(q) {
+  const state = standing(q);
+  return el("div", { class: `card tile ${state}${q.queue_id === chartQueue ? " selected" : ""}`, "data-queue": q.queue_id, "data-state": state },
+    el("div", { class: "tile-head" }, el("b", {}, q.queue_id), el("span", { class: "muted" }, `target ${target}%`)),
+    el("div", { class: "sl", title: "service level" }, percent(q.service_level_pct)),
+    el("dl", {},
+      el("dt", {}, "waiting"), el("dd", { class: "waiting" }, q.waiting_now),
+      el("dt", {}, "longest wait"), el("dd", { class: "longest" }, seconds(longestWait(q))),
+      el("dt", {}, "ASA"), el("dd", { class: "asa" }, seconds(q.asa_s)),
+      el("dt", {}, "AHT"), el("dd", { class: "aht" }, seconds(q.aht_s)),
+      el("dt", {}, "abandoned"), el("dd", { class: "abandon" }, percent(q.abandon_rate_pct))));
+}
+
+function renderTiles() {
+  const sorted = [...queues.values()].sort((a, b) => a.queue_id.localeCompare(b.queue_id));
+  $("tiles").replaceChildren(...sorted.map(tile));
+  $("tiles-hint").classList.toggle("hidden", sorted.length === 0 || chartQueue !== null);
+  $("chart-card").classList.toggle("hidden", chartQueue === null);
+}
+
+async function loadQueues() {
+  const answer = await api("/stats/queues?window=1h");
+  target = answer.service_level_target_pct;
+  queues.clear();
+  for (const q of answer.data) queues.set(q.queue_id, { ...q, at: Date.now() });
+  renderTiles();
+  await loadChart();
+}
+
+function onStats(figures) {
+  queues.set(figures.queue_id, { ...figures, at: Date.now() });
+  renderTiles();
+  if (figures.queue_id === chartQueue) chartSoon();
+}
+
+function chartSoon() {
+  if (chartTimer !== null) return;
+  chartTimer = setTimeout(() => { chartTimer = null; loadChart(); }, Math.max(0, chartAt + CHART_EVERY_MS - Date.now()));
+}
+
+async function loadChart() {
+  if (chartQueue === null) return;
+  chartAt = Date.now();
+  const series = await api(`/stats/queues/${encodeURIComponent(chartQueue)}/series?window=1h&bucket=1m`);
+  const points = series.data;
+  const data = [
+    points.map(p => Date.parse(p.start) / 1000),
+    points.map(p => p.service_level_pct),
+    points.map(p => p.offered),
+    points.map(p => p.answered),
+    points.map(p => p.abandoned),
+  ];
+  $("chart-title").textContent = series.queue_id;
+  if (chart === null) {
+    chart = new uPlot({
+      width: Math.max(320, $("chart").clientWidth), height: 200,
+      scales: { x: { time: true }, pct: { range: [0, 100] } },
+      series: [
+        {},
+        { label: "service level %", scale: "pct", stroke: "#12b76a", width: 2, spanGaps: true },
+        { label: "offered", scale: "calls", stroke: "#2e90fa" },
+        { label: "answered", scale: "calls", stroke: "#475467" },
+        { label: "abandoned", scale: "calls", stroke: "#f04438" },
+      ],
+      axes: [{}, { scale: "pct", values: (u, ticks) => ticks.map(t => `${t}%`) }, { scale: "calls", side: 1, grid: { show: false } }],
+    }, data, $("chart"));
+  } else {
+    chart.setData(data);
+  }
+}
+
 async function showTimeline(callId) {
   selected = callId;
   render();
@@ -164,9 +250,10 @@ async function follow() {
           buffer = buffer.slice(end + 2);
           const event = (frame.match(/^event: (.*)$/m) || [])[1];
           const data = frame.split("\n").filter(l => l.startsWith("data: ")).map(l => l.slice(6)).join("\n");
-          if (event === "ready") { setConnection("live", "live"); backoff = 500; await loadCalls(); }
-          else if (event === "resync") { await loadCalls(); }
+          if (event === "ready") { setConnection("live", "live"); backoff = 500; await loadCalls(); await loadQueues(); }
+          else if (event === "resync") { await loadCalls(); await loadQueues(); }
           else if (event === "call") { await onMessage(JSON.parse(data)); }
+          else if (event === "stats") { onStats(JSON.parse(data)); }
         }
       }
     } catch (error) {
@@ -211,6 +298,13 @@ $("login").addEventListener("submit", async event => {
 });
 $("forget").onclick = () => { sessionStorage.removeItem(KEY_SLOT); if (stream) stream.abort(); location.reload(); };
 $("calls").addEventListener("click", event => { const tr = event.target.closest("tr.call"); if (tr) showTimeline(tr.dataset.id); });
+$("tiles").addEventListener("click", event => {
+  const chosen = event.target.closest(".tile");
+  if (!chosen) return;
+  chartQueue = chosen.dataset.queue;
+  renderTiles();
+  loadChart();
+});
 for (const id of ["f-status", "f-flag", "f-text"]) $(id).addEventListener("input", render);
 $("start").onclick = async () => {
   try {
@@ -219,6 +313,11 @@ $("start").onclick = async () => {
     render();
   } catch (error) { alert(error.message); }
 };
-setInterval(() => document.querySelectorAll("td.age").forEach(td => { td.textContent = age(td.dataset.created); }), 1000);
+setInterval(() => {
+  document.querySelectorAll("td.age").forEach(td => { td.textContent = age(td.dataset.created); });
+  document.querySelectorAll(".tile").forEach(t => { t.querySelector(".longest").textContent = seconds(longestWait(queues.get(t.dataset.queue))); });
+}, 1000);
+// Calls leave the last hour as it slides, with no message to say so: read the figures again.
+setInterval(() => { if (key() && stream) loadQueues().catch(() => {}); }, 60000);
 
 if (key()) start(); else $("login").classList.remove("hidden");

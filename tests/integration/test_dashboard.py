@@ -1,9 +1,11 @@
 """The live dashboard in headless Chromium: key once, a call started from the page moves live to
-COMPLETED, and its timeline opens on a click."""
+COMPLETED, and its timeline opens on a click; a queue's tile changes colour with its service
+level."""
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 from playwright.async_api import Page, expect
 
@@ -216,3 +218,50 @@ async def test_a_calls_timeline_shows_its_status_callback_attempts(
     await expect(steps.nth(3).locator("ul.callbacks li")).to_have_text(
         [re.compile(r"callback #1: 200 · \d+ ms")]
     )
+
+
+async def test_a_queues_tile_turns_from_meeting_to_missing_its_service_level_as_events_arrive(
+    page: Page, platform: Platform, http
+) -> None:
+    """A tile per queue, coloured by its service level against the target (80%), updated by the
+    key stream within 2 s of a transition; a click charts the queue's last hour with uPlot,
+    under the page's Content-Security-Policy."""
+    key = await platform.new_key()
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    await sign_in(page, platform, key)
+    headers = {"Authorization": f"Bearer {key}"}
+
+    async def post(body: dict) -> None:
+        async with http.post(platform.base_url + "/events", headers=headers, json=body) as answer:
+            assert answer.status == 201, await answer.text()
+
+    now = datetime.now(UTC)
+    # Answered in 5 s: the queue meets its service level (100%).
+    await post({"event": "call_initiated", "call_id": "fast", "type": "voice",
+                "queue_id": "front-desk", "occurred_at": (now - timedelta(seconds=5)).isoformat()})  # fmt: skip
+    await post({"event": "call_routed", "call_id": "fast", "agent_id": "a1"})
+    await post({"event": "call_answered", "call_id": "fast"})
+    tile = page.locator('.tile[data-queue="front-desk"]')
+    await expect(tile).to_have_attribute("data-state", "meeting", timeout=5_000)
+    await expect(tile.locator(".sl")).to_have_text("100%")
+    await tile.click()
+    await expect(page.locator("#chart canvas").first).to_be_visible()
+    await expect(page.locator("#chart-title")).to_have_text("front-desk")
+
+    # Answered after 90 s: half the calls within it, under the 80% target.
+    await post({"event": "call_initiated", "call_id": "slow", "type": "voice",
+                "queue_id": "front-desk", "occurred_at": (now - timedelta(seconds=90)).isoformat()})  # fmt: skip
+    await post({"event": "call_routed", "call_id": "slow", "agent_id": "a2"})
+    await post({"event": "call_answered", "call_id": "slow"})
+    await expect(tile).to_have_attribute("data-state", "missing", timeout=2_000)
+    await expect(tile).to_have_class(re.compile(r"\bmissing\b"))
+    await expect(tile.locator(".sl")).to_have_text("50%")
+    await expect(tile.locator(".asa")).to_have_text(
+        re.compile(r"^4[78]s$")
+    )  # (5 + 90) / 2, and a bit
+    # A third call still waiting shows in the tile, and its wait goes on.
+    await post({"event": "call_initiated", "call_id": "waiting", "type": "voice",
+                "queue_id": "front-desk", "occurred_at": (now - timedelta(seconds=30)).isoformat()})  # fmt: skip
+    await expect(tile.locator(".waiting")).to_have_text("1", timeout=2_000)
+    assert not [text for text in console if "Content Security Policy" in text], console
