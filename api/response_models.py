@@ -191,6 +191,17 @@ class Metrics(BaseModel):
     uploads_completed: int
 
 
+class CallCounts(BaseModel):
+    """`GET /stats/calls`: the key's calls now, as the dashboard's counters show them."""
+
+    total: int = Field(description="Calls stored (ended ones are kept RETENTION_DAYS).")
+    by_status: dict[Status, int] = Field(description="Every status, with 0 where none is.")
+    breaches: int = Field(
+        description="Calls flagged wait_sla_exceeded or hold_limit_exceeded, counted up to 10,000."
+    )
+    breaches_capped: bool = Field(description="True when there are more than `breaches`.")
+
+
 class WindowFigures(BaseModel):
     """A queue's figures over a window (or one bucket of it): the calls that started in it."""
 

@@ -81,6 +81,7 @@ ROUTES: list[Route] = [
     Route("GET",  "/ws",            streams.call_websocket, "Follow one call (WebSocket, ?call_id=)", {101: WEBSOCKET}, (400, 404), query_token=True, call_token=True, tag="realtime"),
     Route("GET",  "/stream",        streams.key_stream, "Follow every call of the key (SSE)", {200: SSE}, query_token=True, tag="realtime"),
     Route("POST", "/events",        events.post_event, "Ingest one lifecycle event",  {201: response_models.StoredEvent, 200: response_models.StoredEvent}, (400, 404, 409, 422, 429), body=request_models.PostEvent, tag="events"),
+    Route("GET",  "/stats/calls",   stats.call_counts, "The key's calls by status now, and its breached calls", {200: response_models.CallCounts}, tag="stats"),
     Route("GET",  "/stats/queues",  stats.queue_stats, "Each queue's service level, abandonment, ASA, AHT over a window, and who waits now", {200: response_models.QueueStats}, (400,), query=request_models.QueueStatsQuery, tag="stats"),
     Route("GET",  "/stats/queues/{queue_id}/series", stats.queue_series, "One queue's figures per bucket over a window", {200: response_models.QueueSeries}, (400, 404), query=request_models.SeriesQuery, tag="stats"),
     Route("GET",  "/stats/agents",  stats.agent_stats, "Each agent's handled calls, AHT and hold time over a window", {200: response_models.AgentStats}, (400,), query=request_models.AgentStatsQuery, tag="stats"),

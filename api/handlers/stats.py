@@ -1,5 +1,6 @@
 """`GET /stats/queues`, `/stats/queues/{queue_id}/series` and `/stats/agents`: the supervisor's
-figures over a window, from the rollups (calls/stats.py, db/stats.py)."""
+figures over a window, from the rollups (calls/stats.py, db/stats.py); and `GET /stats/calls`:
+how many calls the key has in each status now."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from api.request_models import AgentStatsQuery, QueueStatsQuery, SeriesQuery, pa
 from calls import stats
 from core.clock import iso
 from core.errors import BadRequest, NotFound
+from core.lifecycle import Status
 from db import stats as db_stats
+from db.counters import BREACHES_COUNTED, fetch_call_counts
 
 QUEUE_ID_MAX = 100
 _NOTHING = dict.fromkeys(db_stats.QUEUE_COLUMNS, 0)
@@ -113,4 +116,21 @@ async def agent_stats(request: web.Request) -> web.Response:
     return json_response(
         window.body()
         | {"data": [stats.agent_figures(row) for row in rows], "next_after": next_after}
+    )
+
+
+async def call_counts(request: web.Request) -> web.Response:
+    """`GET /stats/calls`: the key's calls by status and its breached calls, counted by the
+    server (the dashboard's counters), cheaply however many calls the key has."""
+    row = await fetch_call_counts(request.app[appkeys.STORES].pool, appkeys.api_key(request).id)
+    active: dict[str, int] = row["active"]
+    by_status = {status.value: active.get(status.value, 0) for status in Status}
+    by_status[Status.COMPLETED.value] = max(0, row["stored"] - sum(active.values()))
+    return json_response(
+        {
+            "total": sum(by_status.values()),
+            "by_status": by_status,
+            "breaches": min(row["breaches"], BREACHES_COUNTED),
+            "breaches_capped": row["breaches"] > BREACHES_COUNTED,
+        }
     )

@@ -1,5 +1,8 @@
-// The live view of one key's calls: GET /calls for the start, then GET /stream (read with fetch,
-// so the key travels in a header) for every new call and transition; and of its queues: a tile
+// The live view of one key's calls: counters from GET /stats/calls and a page of GET /calls (the
+// server filters and counts, so a key with millions of calls shows them truly), then GET /stream
+// (read with fetch, so the key travels in a header) for every new call and transition, which
+// updates the rows in place and has the counters and the page read again at most once a
+// second; and of its queues: a tile
 // each from GET /stats/queues, kept current by the stream's `stats` messages, and a chart of the
 // chosen queue's last hour (GET /stats/queues/{id}/series, drawn by uPlot from api/static/uplot/).
 // No build step.
@@ -12,7 +15,12 @@
 const KEY_SLOT = "mock-comms.key";
 const STATUSES = ["QUEUED", "RINGING", "ANSWERED", "ON_HOLD", "UNANSWERED", "COMPLETED"];
 const BREACHES = new Set(["wait_sla_exceeded", "hold_limit_exceeded"]);
-const calls = new Map();          // call_id -> call as GET /calls/{id} shows it
+const PAGE_SIZE = 50;
+const RELOAD_EVERY_MS = 1000;     // counters and the page are read again at most this often
+const calls = new Map();          // the page's calls, in the server's order: call_id -> call
+let page = 1, total = 0;          // the page shown, and how many calls match the filters
+let counts = null;                // GET /stats/calls
+let reloadAt = 0, reloadTimer = null, reloadPage = false;
 const queues = new Map();         // queue_id -> its figures (GET /stats/queues, `stats`), and when
 let target = 80;                  // the service level a queue should meet, in % (the API says)
 let chartQueue = null, chart = null, chartAt = 0, chartTimer = null;
@@ -53,14 +61,17 @@ const statusChip = status => el("span", { class: `status ${status}` }, label(sta
 const flagChips = flags => (flags || []).map(f => el("span", { class: BREACHES.has(f) ? "flag breach" : "flag" }, f));
 const breached = call => (call.flags || []).some(f => BREACHES.has(f));
 
-function visible(call) {
-  const status = $("f-status").value, flag = $("f-flag").value, text = $("f-text").value.trim().toLowerCase();
-  if (status && call.status !== status) return false;
-  if (flag === "breach" && !breached(call)) return false;
-  if (flag && flag !== "breach" && !(call.flags || []).includes(flag)) return false;
-  if (text && ![call.call_id, call.from, call.to, call.queue_id].some(v => String(v || "").toLowerCase().includes(text))) return false;
-  return true;
+// The list's filters, as GET /calls takes them (the server filters: every call of the key).
+function filters() {
+  const params = new URLSearchParams();
+  for (const [id, name] of [["f-status", "status"], ["f-flag", "flag"], ["f-queue", "queue_id"], ["f-to", "to"]]) {
+    const value = $(id).value.trim();
+    if (value) params.set(name, value);
+  }
+  return params;
 }
+
+const number = n => Number(n).toLocaleString("en");
 
 function route(call) {
   if (!call.queue_id) return [`${call.from || "?"} → ${call.to || "?"}`];
@@ -78,18 +89,18 @@ function row(call) {
 }
 
 function render() {
-  const counts = Object.fromEntries(STATUSES.map(s => [s, 0]));
-  let breaches = 0;
-  for (const call of calls.values()) {
-    if (call.status in counts) counts[call.status] += 1;
-    if (breached(call)) breaches += 1;
+  if (counts) {
+    $("counters").replaceChildren(
+      ...STATUSES.map(s => el("div", { class: "card counter", "data-status": s }, el("b", {}, number(counts.by_status[s] || 0)), el("span", {}, label(s)))),
+      el("div", { class: "card counter breach" }, el("b", { id: "breaches" }, number(counts.breaches) + (counts.breaches_capped ? "+" : "")), el("span", {}, "SLA breaches")));
   }
-  $("counters").replaceChildren(
-    ...STATUSES.map(s => el("div", { class: "card counter", "data-status": s }, el("b", {}, counts[s]), el("span", {}, label(s)))),
-    el("div", { class: "card counter breach" }, el("b", { id: "breaches" }, breaches), el("span", {}, "SLA breaches")));
-  const rows = [...calls.values()].filter(visible).sort((a, b) => b.created_at.localeCompare(a.created_at));
+  const rows = [...calls.values()];
   $("calls").replaceChildren(...rows.map(row));
   $("empty").classList.toggle("hidden", rows.length > 0);
+  const first = (page - 1) * PAGE_SIZE;
+  $("showing").textContent = rows.length ? `showing ${number(first + 1)}–${number(first + rows.length)} of ${number(total)}` : `showing 0 of ${number(total)}`;
+  $("prev").disabled = page <= 1;
+  $("next").disabled = first + rows.length >= total;
 }
 
 // A call's status callbacks by seq, each with its attempts (only for a call that has them).
@@ -215,14 +226,52 @@ async function showTimeline(callId) {
 }
 
 async function refreshCall(callId) {
-  try { calls.set(callId, await api(`/calls/${encodeURIComponent(callId)}`)); } catch (error) { /* gone or not ours */ }
+  try {
+    const call = await api(`/calls/${encodeURIComponent(callId)}`);
+    if (calls.has(callId)) calls.set(callId, call);   // in place: the page keeps its order
+  } catch (error) { /* gone or not ours */ }
 }
 
 async function loadCalls() {
-  const page = await api("/calls?limit=100");
+  const params = filters();
+  params.set("limit", PAGE_SIZE);
+  params.set("page", page);
+  let answer;
+  try {
+    answer = await api(`/calls?${params}`);
+  } catch (error) {
+    if (error.status !== 400) throw error;
+    $("filter-error").textContent = error.message;   // a filter the API refuses, said as it says it
+    return;
+  }
+  $("filter-error").textContent = "";
+  total = answer.total;
+  if (answer.data.length === 0 && page > 1 && total > 0) {   // the page emptied: go to the last one
+    page = Math.ceil(total / PAGE_SIZE);
+    return loadCalls();
+  }
   calls.clear();
-  for (const call of page.data) calls.set(call.call_id, call);
+  for (const call of answer.data) calls.set(call.call_id, call);
   render();
+}
+
+async function loadCounts() {
+  counts = await api("/stats/calls");
+  render();
+}
+
+// The counters (and the page, `withPage`) from the server again, at most once every
+// RELOAD_EVERY_MS however many messages come.
+function reloadSoon(withPage) {
+  reloadPage = reloadPage || withPage;
+  if (reloadTimer !== null) return;
+  reloadTimer = setTimeout(async () => {
+    reloadTimer = null;
+    reloadAt = Date.now();
+    const pageToo = reloadPage;
+    reloadPage = false;
+    try { await Promise.all([loadCounts(), pageToo ? loadCalls() : null]); } catch (error) { /* the next message tries again */ }
+  }, Math.max(0, reloadAt + RELOAD_EVERY_MS - Date.now()));
 }
 
 function setConnection(state, text) {
@@ -250,8 +299,8 @@ async function follow() {
           buffer = buffer.slice(end + 2);
           const event = (frame.match(/^event: (.*)$/m) || [])[1];
           const data = frame.split("\n").filter(l => l.startsWith("data: ")).map(l => l.slice(6)).join("\n");
-          if (event === "ready") { setConnection("live", "live"); backoff = 500; await loadCalls(); await loadQueues(); }
-          else if (event === "resync") { await loadCalls(); await loadQueues(); }
+          if (event === "ready") { setConnection("live", "live"); backoff = 500; await Promise.all([loadCounts(), loadCalls()]); await loadQueues(); }
+          else if (event === "resync") { await Promise.all([loadCounts(), loadCalls()]); await loadQueues(); }
           else if (event === "call") { await onMessage(JSON.parse(data)); }
           else if (event === "stats") { onStats(JSON.parse(data)); }
         }
@@ -267,14 +316,17 @@ async function follow() {
 
 async function onMessage(message) {
   const known = calls.get(message.call_id);
-  if (!known || ["call_routed", "call_ended"].includes(message.event)) {
-    await refreshCall(message.call_id);   // new, or with a new agent or end reason
-  } else {
-    Object.assign(known, { status: message.status, flags: message.flags, updated_at: message.timestamp });
+  if (known) {
+    if (["call_routed", "call_ended"].includes(message.event)) await refreshCall(message.call_id);   // a new agent or end reason
+    else Object.assign(known, { status: message.status, flags: message.flags, updated_at: message.timestamp });
+    render();
+    if (message.status === "COMPLETED") setTimeout(async () => { await refreshCall(message.call_id); render(); if (message.call_id === selected) showTimeline(selected); }, 1500);
   }
-  render();
+  // The counters move with every message; the page with new calls (on the first page, newest
+  // first) and with the calls it shows (which may now leave its filters). A later page keeps
+  // still while it is read.
+  reloadSoon(Boolean(known) || page === 1);
   if (message.call_id === selected) await showTimeline(selected);
-  if (message.status === "COMPLETED") setTimeout(async () => { await refreshCall(message.call_id); render(); if (message.call_id === selected) showTimeline(selected); }, 1500);
 }
 
 async function start() {
@@ -305,12 +357,14 @@ $("tiles").addEventListener("click", event => {
   renderTiles();
   loadChart();
 });
-for (const id of ["f-status", "f-flag", "f-text"]) $(id).addEventListener("input", render);
+for (const id of ["f-status", "f-flag"]) $(id).addEventListener("input", () => { page = 1; loadCalls(); });
+for (const id of ["f-queue", "f-to"]) $(id).addEventListener("change", () => { page = 1; loadCalls(); });
+$("prev").onclick = () => { page = Math.max(1, page - 1); loadCalls(); };
+$("next").onclick = () => { page += 1; loadCalls(); };
 $("start").onclick = async () => {
   try {
-    const call = await api("/calls", { method: "POST", body: JSON.stringify({ from: $("n-from").value, to: $("n-to").value }) });
-    await refreshCall(call.call_id);
-    render();
+    await api("/calls", { method: "POST", body: JSON.stringify({ from: $("n-from").value, to: $("n-to").value }) });
+    reloadSoon(true);
   } catch (error) { alert(error.message); }
 };
 setInterval(() => {

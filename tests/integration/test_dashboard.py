@@ -87,8 +87,66 @@ async def test_calls_posted_as_events_appear_with_their_sla_breach(
     await expect(row.locator(".status")).to_have_text("ANSWERED", timeout=5_000)
     await expect(row.locator(".flag.breach")).to_have_text("wait_sla_exceeded")
     await expect(page.locator("#breaches")).to_have_text("1")
-    await page.select_option("#f-flag", "breach")
+    await page.select_option("#f-flag", "wait_sla_exceeded")
     await expect(page.locator("tr.call")).to_have_count(1)
+    await expect(page.locator("#showing")).to_have_text("showing 1–1 of 1")
+
+
+async def test_the_counters_and_the_list_come_from_the_server_for_every_call_of_the_key(
+    page: Page, platform: Platform, http
+) -> None:
+    """A key with more calls than a page: the counters count them all, the list pages through
+    them ("showing N of M"), and its filters ask the server, so they find calls the page does
+    not hold."""
+    key = await platform.new_key(max_concurrent=100, max_cps=100)
+    headers = {"Authorization": f"Bearer {key}"}
+
+    async def post(body: dict) -> dict:
+        async with http.post(platform.base_url + "/events", headers=headers, json=body) as answer:
+            assert answer.status == 201, await answer.text()
+            return await answer.json()
+
+    async def initiate(queue: str) -> str:
+        started = await post({"event": "call_initiated", "type": "voice", "queue_id": queue})
+        return started["call_id"]
+
+    for _ in range(70):  # ended: older than every queued one
+        ended = await initiate("billing")
+        await post({"event": "call_ended", "call_id": ended, "end_reason": "abandoned"})
+    for _ in range(60):
+        await initiate("support")
+    await sign_in(page, platform, key)
+
+    await expect(page.locator('.counter[data-status="QUEUED"] b')).to_have_text("60")
+    await expect(page.locator('.counter[data-status="COMPLETED"] b')).to_have_text("70")
+    await expect(page.locator("#showing")).to_have_text("showing 1–50 of 130")
+    await expect(page.locator("tr.call")).to_have_count(50)
+    await page.click("#next")
+    await expect(page.locator("#showing")).to_have_text("showing 51–100 of 130")
+    await page.click("#next")
+    await expect(page.locator("#showing")).to_have_text("showing 101–130 of 130")
+    await expect(page.locator("#next")).to_be_disabled()
+
+    # Every completed call is found by the server, though none was on the first page.
+    await page.select_option("#f-status", "COMPLETED")
+    await expect(page.locator("#showing")).to_have_text("showing 1–50 of 70")
+    statuses = await page.locator("tr.call .status").all_text_contents()
+    assert set(statuses) == {"COMPLETED"}
+    await page.select_option("#f-status", "")
+    await page.fill("#f-queue", "support")
+    await page.press("#f-queue", "Enter")
+    await expect(page.locator("#showing")).to_have_text("showing 1–50 of 60")
+    await page.fill("#f-to", "12345")
+    await page.press("#f-to", "Enter")
+    await expect(page.locator("#filter-error")).to_contain_text("to")
+
+    # Live: a new call moves the counters and shows on the first page within a second or two.
+    await page.fill("#f-to", "")
+    await page.press("#f-to", "Enter")
+    fresh = await initiate("support")
+    await expect(page.locator('.counter[data-status="QUEUED"] b')).to_have_text("61", timeout=5_000)
+    await expect(page.locator(f'tr.call[data-id="{fresh}"]')).to_be_visible(timeout=5_000)
+    await expect(page.locator("#showing")).to_have_text("showing 1–50 of 61")
 
 
 MARKUP = {
