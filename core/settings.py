@@ -146,8 +146,8 @@ class Settings(BaseSettings):
     upload_attempt_timeout_ms: int = 60_000
     # An outbox entry older than this was not published by its writer; upkeep publishes it.
     outbox_grace_ms: int = 1_000
-    # Ended calls older than this are deleted by upkeep with their history and recordings
-    # (0 keeps everything).
+    # Ended calls older than this are deleted by upkeep with their history and recordings, and
+    # the queue statistics' minute rows as old (0 keeps everything).
     retention_days: float = Field(default=30, ge=0)
 
     # Realtime
