@@ -15,6 +15,7 @@ from pydantic.json_schema import models_json_schema
 
 from api import response_models
 from api.handlers.calls import IDEMPOTENCY_KEY_MAX
+from api.handlers.stats import QUEUE_ID_MAX
 from api.handlers.streams import SEQ_PATTERN
 from core.call_ids import REF_PATTERN, REF_RULE
 
@@ -108,6 +109,7 @@ def _models(routes: list[Route]) -> list[type[BaseModel]]:
             if isinstance(model, type) and issubclass(model, BaseModel):
                 found[model.__name__] = model
     found["Message"] = response_models.Message
+    found["StatsMessage"] = response_models.StatsMessage
     return list(found.values())
 
 
@@ -287,7 +289,7 @@ def _response(status: int, answer: type[BaseModel] | str, route: Route) -> dict[
     elif answer == "text/event-stream":
         response["content"] = {"text/event-stream": {"itemSchema": _stream_event(route)}}
         response["description"] += ": events named `call` carry a Message" + (
-            "; `ready` and `resync` frame the key stream"
+            "; `stats` a queue's figures (StatsMessage); `ready` and `resync` frame the key stream"
             if route.path == "/stream"
             else "; ids are seqs"
         )
@@ -304,6 +306,10 @@ def _response(status: int, answer: type[BaseModel] | str, route: Route) -> dict[
 
 # A call id in a path or query: one the platform made (a UUID) or one its sender gave.
 _CALL_ID = {"type": "string", "pattern": REF_PATTERN, "description": f"The call's id: {REF_RULE}."}
+_PATH_SCHEMAS = {
+    "call_id": _CALL_ID,
+    "queue_id": {"type": "string", "minLength": 1, "maxLength": QUEUE_ID_MAX},
+}
 
 
 def _event(name: str, data: dict[str, Any], **fields: dict[str, Any]) -> dict[str, Any]:
@@ -333,6 +339,7 @@ def _stream_event(route: Route) -> dict[str, Any]:
         "oneOf": [
             _event("ready", {"type": "object", "maxProperties": 0}),
             _event("call", message),
+            _event("stats", _ref(response_models.StatsMessage)),
             _event(
                 "resync",
                 {
@@ -363,7 +370,7 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
             "name": name,
             "in": "path",
             "required": True,
-            "schema": _CALL_ID if name == "call_id" else {"type": "string"},
+            "schema": _PATH_SCHEMAS.get(name, {"type": "string"}),
         }
         for name in re.findall(r"{(\w+)}", _template(route.path))
     ]

@@ -115,8 +115,8 @@ async def scheduler_lead(app: web.Application) -> list[Metric]:
     lead = await read_lead(app[appkeys.STORES].redis)
     leader = GaugeMetricFamily(
         "mockcomms_scheduler_leader",
-        "1 for the scheduler that leads upkeep and the retention purge (none while the lead is"
-        " vacant); every scheduler dispatches timers.",
+        "1 for the scheduler that leads upkeep, the retention purge and the live queue figures"
+        " (none while the lead is vacant); every scheduler dispatches timers.",
         labels=["scheduler"],
     )
     if lead.holder is not None:

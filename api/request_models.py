@@ -70,6 +70,8 @@ IsoDateTime = Annotated[datetime, BeforeValidator(_iso_date_time), AfterValidato
 # E.164's shape: a plus and up to 15 digits. The leading-zero rule is not enforced, because the
 # original service's own examples (+0987654321) must keep working.
 PhoneNumber = Annotated[StrictStr, Field(pattern=r"^\+[0-9]{2,15}$")]
+# A queue or agent id.
+Label = Annotated[StrictStr, Field(min_length=1, max_length=100)]
 
 
 ScenarioMs = Annotated[int, Strict(), Field(ge=0, le=MAX_SCENARIO_MS)]
@@ -144,6 +146,9 @@ class CreateCall(BaseModel):
         if value is not None and info.data.get("status_callback", "") is None:
             raise ValueError("needs a status_callback")
         return None if value is None else list(dict.fromkeys(value))
+
+    # The queue the call waits in, for its queue's statistics (none: in no queue's).
+    queue_id: Label | None = None
 
 
 MAX_PAGE_SIZE = 100
@@ -240,9 +245,53 @@ class Advance(BaseModel):
     )
 
 
+class _StatsWindow(BaseModel):
+    """The window of a statistics route: a named one, or since/until (ISO 8601)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window: Literal["15m", "1h", "24h"] | None = Field(
+        default=None, description="The last 15 minutes, hour or day (default 1h)."
+    )
+    since: IsoDateTime | None = Field(default=None, description="Calls that started from then.")
+    until: IsoDateTime | None = Field(
+        default=None, description="... until then (default now); at most 31 days after since."
+    )
+    type: CallType | None = None
+
+    @field_validator("since", "until")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        # A time without a zone is taken as UTC, as in posted events.
+        return value.replace(tzinfo=UTC) if value and value.tzinfo is None else value
+
+
+class QueueStatsQuery(_StatsWindow):
+    """`GET /stats/queues`."""
+
+    queue_id: Label | None = None
+    after: Label | None = Field(
+        default=None, description="The next page: queues after this queue_id (next_after)."
+    )
+
+
+class SeriesQuery(_StatsWindow):
+    """`GET /stats/queues/{queue_id}/series`."""
+
+    bucket: Literal["1m", "5m", "1h"] = "1m"
+
+
+class AgentStatsQuery(_StatsWindow):
+    """`GET /stats/agents`."""
+
+    queue_id: Label | None = None
+    after: Label | None = Field(
+        default=None, description="The next page: agents after this agent_id (next_after)."
+    )
+
+
 # Events: one model per event type, told apart by `event`. Durations are seconds.
 Seconds = Annotated[float, Strict(), Field(ge=0, le=10_000_000)]
-Label = Annotated[StrictStr, Field(min_length=1, max_length=100)]
 
 
 class _PostedEvent(BaseModel):

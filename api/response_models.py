@@ -189,3 +189,92 @@ class Metrics(BaseModel):
     current_cps: int
     uploads_in_progress: int
     uploads_completed: int
+
+
+class CallCounts(BaseModel):
+    """`GET /stats/calls`: the key's calls now, as the dashboard's counters show them."""
+
+    total: int = Field(description="Calls stored (ended ones are kept RETENTION_DAYS).")
+    by_status: dict[Status, int] = Field(description="Every status, with 0 where none is.")
+    breaches: int = Field(
+        description="Calls flagged wait_sla_exceeded or hold_limit_exceeded, counted up to 10,000."
+    )
+    breaches_capped: bool = Field(description="True when there are more than `breaches`.")
+
+
+class WindowFigures(BaseModel):
+    """A queue's figures over a window (or one bucket of it): the calls that started in it."""
+
+    offered: int = Field(description="Calls that entered the queue.")
+    answered: int
+    abandoned: int = Field(
+        description="Ended before an answer: end_reason abandoned, or any such end of an"
+        " ingested call."
+    )
+    short_abandoned: int = Field(description="Abandoned within SHORT_ABANDON_S.")
+    service_level_pct: float | None = Field(
+        description="Answered within service_level_s / (offered - short_abandoned), in %."
+    )
+    abandon_rate_pct: float | None = Field(description="abandoned / offered, in %.")
+    asa_s: float | None = Field(description="Mean wait, initiated to answered, of answered calls.")
+    aht_s: float | None = Field(
+        description="Mean handle time, answered to ended (hold included), of answered calls"
+        " that ended."
+    )
+    flags: dict[Flag, int] = Field(description="Calls that got each business-rule flag.")
+
+
+class QueueFigures(WindowFigures):
+    queue_id: str
+    waiting_now: int = Field(description="Calls not answered and not ended now, whatever window.")
+    longest_wait_s: float | None = Field(description="How long the oldest of them has waited.")
+    on_hold_now: int
+
+
+class _StatsAnswer(BaseModel):
+    window: Literal["15m", "1h", "24h"] | None = Field(description="null for since/until.")
+    since: str
+    until: str
+
+
+class QueueStats(_StatsAnswer):
+    service_level_s: float
+    service_level_target_pct: float
+    data: list[QueueFigures]
+    next_after: str | None = Field(description="Pass as after for the next page; null on the last.")
+
+
+class SeriesPoint(WindowFigures):
+    start: str = Field(description="The bucket's start; it holds the calls that started in it.")
+
+
+class QueueSeries(_StatsAnswer):
+    queue_id: str
+    bucket: Literal["1m", "5m", "1h"]
+    service_level_s: float
+    service_level_target_pct: float
+    data: list[SeriesPoint]
+
+
+class AgentFigures(BaseModel):
+    agent_id: str
+    handled: int = Field(description="Answered calls of the agent's that ended.")
+    aht_s: float | None
+    holds: int
+    hold_s: float = Field(description="Time on hold, holds that ended.")
+
+
+class AgentStats(_StatsAnswer):
+    data: list[AgentFigures]
+    next_after: str | None
+
+
+class StatsMessage(QueueFigures):
+    """The key stream's `stats` event: a queue's figures over the last hour, sent at most once
+    a second while they change."""
+
+    window: Literal["1h"]
+    since: str
+    until: str
+    service_level_s: float
+    service_level_target_pct: float

@@ -9,7 +9,18 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from api import appkeys, request_models, response_models
-from api.handlers import callbacks, calls, docs, events, health, metrics, pages, recordings, streams
+from api.handlers import (
+    callbacks,
+    calls,
+    docs,
+    events,
+    health,
+    metrics,
+    pages,
+    recordings,
+    stats,
+    streams,
+)
 from api.handlers.common import Handler
 
 # What a response that is not JSON carries, for the document.
@@ -70,10 +81,15 @@ ROUTES: list[Route] = [
     Route("GET",  "/ws",            streams.call_websocket, "Follow one call (WebSocket, ?call_id=)", {101: WEBSOCKET}, (400, 404), query_token=True, call_token=True, tag="realtime"),
     Route("GET",  "/stream",        streams.key_stream, "Follow every call of the key (SSE)", {200: SSE}, query_token=True, tag="realtime"),
     Route("POST", "/events",        events.post_event, "Ingest one lifecycle event",  {201: response_models.StoredEvent, 200: response_models.StoredEvent}, (400, 404, 409, 422, 429), body=request_models.PostEvent, tag="events"),
+    Route("GET",  "/stats/calls",   stats.call_counts, "The key's calls by status now, and its breached calls", {200: response_models.CallCounts}, tag="stats"),
+    Route("GET",  "/stats/queues",  stats.queue_stats, "Each queue's service level, abandonment, ASA, AHT over a window, and who waits now", {200: response_models.QueueStats}, (400,), query=request_models.QueueStatsQuery, tag="stats"),
+    Route("GET",  "/stats/queues/{queue_id}/series", stats.queue_series, "One queue's figures per bucket over a window", {200: response_models.QueueSeries}, (400, 404), query=request_models.SeriesQuery, tag="stats"),
+    Route("GET",  "/stats/agents",  stats.agent_stats, "Each agent's handled calls, AHT and hold time over a window", {200: response_models.AgentStats}, (400,), query=request_models.AgentStatsQuery, tag="stats"),
     Route("GET",  "/metrics",       metrics.metrics, "Platform counters (JSON, Prometheus text or OpenMetrics)", {200: response_models.Metrics}, (400,), query=request_models.MetricsQuery, tag="platform"),
     # The contact-centre service's paths, for its clients.
     Route("POST", "/api/events",    events.post_event, "Ingest one lifecycle event",  {201: response_models.StoredEvent, 200: response_models.StoredEvent}, (400, 404, 409, 422, 429), body=request_models.PostEvent, tag="events"),
     Route("GET",  "/api/calls",     calls.list_calls, "The key's calls, newest first", {200: response_models.CallPage}, (400,), query=request_models.ListCalls, tag="events"),
+    Route("GET",  "/api/stats/queues", stats.queue_stats, "Each queue's service level, abandonment, ASA, AHT over a window, and who waits now", {200: response_models.QueueStats}, (400,), query=request_models.QueueStatsQuery, tag="stats"),
     Route("GET",  "/api/calls/{call_id}/events", events.call_events, "A call's history, in order, a page at a time", {200: response_models.History}, (400, 404), query=request_models.HistoryPage, tag="events"),
 ]
 # fmt: on

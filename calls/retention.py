@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from calls.deletion import BATCH, Deletion
 from calls.stores import Stores
-from db.purge import drop_emptied_keys, fetch_calls_of_deleted_keys, fetch_expired_calls
+from db.purge import (
+    delete_old_minute_stats,
+    delete_stats_of_deleted_keys,
+    drop_emptied_keys,
+    fetch_calls_of_deleted_keys,
+    fetch_expired_calls,
+)
+
+# Rows of the queue statistics deleted per statement.
+STATS_BATCH = 5_000
 
 
 class Retention:
@@ -19,15 +28,21 @@ class Retention:
         self._deletion = deletion
 
     async def purge_batch(self) -> int:
-        """Delete up to BATCH calls: the ended ones older than RETENTION_DAYS (0: keep them),
-        oldest first, else those of deleted keys (whose rows go once they have none left);
-        returns how many."""
+        """Delete a batch: up to BATCH calls, the ended ones older than RETENTION_DAYS (0: keep
+        them) oldest first, else those of deleted keys; else up to STATS_BATCH rows of the
+        queue statistics, those of deleted keys and the minute rows older than RETENTION_DAYS
+        (hour and day rows stay); else the rows of deleted keys left with nothing. Returns how
+        many rows it deleted (0: nothing was left)."""
         pool = self._stores.pool
-        days = self._stores.settings.retention_days
-        rows = await fetch_expired_calls(pool, days * 86_400, BATCH) if days else []
+        retention_s = self._stores.settings.retention_days * 86_400
+        rows = await fetch_expired_calls(pool, retention_s, BATCH) if retention_s else []
         if not rows:
             rows = await fetch_calls_of_deleted_keys(pool, BATCH)
-        if not rows:
+        if rows:
+            return await self._deletion.delete(rows)
+        deleted = await delete_stats_of_deleted_keys(pool, STATS_BATCH)
+        if not deleted and retention_s:
+            deleted = await delete_old_minute_stats(pool, retention_s, STATS_BATCH)
+        if not deleted:
             await drop_emptied_keys(pool)
-            return 0
-        return await self._deletion.delete(rows)
+        return deleted

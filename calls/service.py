@@ -60,6 +60,7 @@ class CallService:
         scenario: Scenario | None = None,
         status_callback: str | None = None,
         status_callback_events: list[str] | None = None,
+        queue_id: str | None = None,
     ) -> Created:
         """Create a simulated call within the key's limits and start its timers; a `scenario`
         fixes its course (calls/scenarios.py), a `status_callback` gets its transitions
@@ -76,6 +77,7 @@ class CallService:
             asked: dict[str, Any] = {"from": from_number, "to": to_number, "metadata": metadata}
             # What only some calls have counts only when given, so earlier fingerprints hold.
             for name, value in (
+                ("queue_id", queue_id),
                 ("scenario", None if scenario is None else asdict(scenario)),
                 ("status_callback", status_callback),
                 ("status_callback_events", status_callback_events),
@@ -111,6 +113,7 @@ class CallService:
                 metadata=metadata,
                 idempotency_key=idempotency_key,
                 request_hash=fingerprint,
+                queue_id=queue_id,
                 request_id=logs.request_id.get(),
                 scenario=None if scenario is None else make_plan(scenario, settings).as_json(),
                 status_callback=status_callback,

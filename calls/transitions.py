@@ -27,6 +27,7 @@ from core.redis_mux import Batch
 from core.rules import Durations, Thresholds, raised_flags
 from db import calls as db_calls
 from db.calls import Transition
+from db.stats import Measures
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class Transitions:
         self._thresholds = Thresholds(
             settings.wait_sla_s, settings.hold_limit_s, settings.short_call_s, settings.reroute_s
         )
+        self._measures = Measures.of(settings)
         self._rng = rng or random.Random()
         # Where the status callbacks of committed transitions go: when set (a worker process,
         # which sends callbacks itself), they start at once; else their calls' timers are set.
@@ -118,12 +120,12 @@ class Transitions:
         decided = sorted(decided, key=lambda t: t.call_id)  # as write_transitions says
         pool = self._stores.lookups
         try:
-            rows = await db_calls.write_transitions(pool, decided)
+            rows = await db_calls.write_transitions(pool, decided, self._measures)
         except asyncpg.DeadlockDetectedError:
             # Two multi-row writes met in opposite orders (duplicate timers in two batches);
             # PostgreSQL undid this one. Its moves are still due: write them again.
             log.warning("deadlock writing %d moves; writing them again", len(decided))
-            rows = await db_calls.write_transitions(pool, decided)
+            rows = await db_calls.write_transitions(pool, decided, self._measures)
         await self.after_commit(rows)
         return rows
 
@@ -189,7 +191,7 @@ class Transitions:
         for transition in decided:
             firsts.setdefault(transition.call_id, transition)
         unique = sorted(firsts.values(), key=lambda t: t.call_id)  # as write_transitions says
-        written = await db_calls.write_transitions(self._stores.lookups, unique)
+        written = await db_calls.write_transitions(self._stores.lookups, unique, self._measures)
         await self._make_visible(written)
         moved = {row["call_id"]: row for row in written}
         return [moved.get(t.call_id) if firsts[t.call_id] is t else None for t in decided]
@@ -233,6 +235,7 @@ class Transitions:
             event_id=event_id,
             agent_id=agent_id,
             end_reason=end_reason,
+            new_flags=sorted(raised - set(call["flags"])),
         )
 
     def durations(self, call: Row, event: Event, at: datetime, reported: Reported) -> Durations:
@@ -316,6 +319,9 @@ class Transitions:
         for row in rows:
             call_id, status = row["call_id"], Status(row["status"])
             self._live.write(pipe, row)
+            if row["queue_id"] is not None:
+                # Its queue's figures changed: the scheduler publishes them (scheduler/stats.py).
+                pipe.sadd(keys.STATS_CHANGED, keys.changed_queue(row["key_id"], row["queue_id"]))
             previous = row["previous_status"]
             if row["kind"] == "simulated" and previous is not None:
                 # The timer of the state left behind is stale now; tidy it away.

@@ -38,6 +38,24 @@ def worker_alive(name: str) -> str:
     return f"{PREFIX}:worker:{name}:alive"
 
 
+# Queue statistics: the set of the queues whose figures changed since the leading scheduler last
+# published them (members: changed_queue), taken whole every STATS_INTERVAL_MS; and the pub/sub
+# channel it publishes their figures on, which each API process passes to its key streams.
+STATS_CHANGED = f"{PREFIX}:stats:changed"
+STATS_CHANNEL = f"{PREFIX}:stats"
+
+
+def changed_queue(key_id: str, queue_id: str) -> str:
+    """A member of STATS_CHANGED: an API key's queue (key ids are UUIDs, without ':')."""
+    return f"{key_id}:{queue_id}"
+
+
+def queue_of_changed(member: str) -> tuple[str, str]:
+    """The (key id, queue id) of a STATS_CHANGED member."""
+    key_id, queue_id = member.split(":", 1)
+    return key_id, queue_id
+
+
 # The RQ queue of the jobs that work off due timers (every kind alike).
 TIMERS_QUEUE = "timers"
 # The RQ queue of dead letters: work whose attempts are spent, left as failed jobs (one per call

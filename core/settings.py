@@ -89,6 +89,16 @@ class Settings(BaseSettings):
     # An ingested call with no event for this long is ended by upkeep (end_reason timeout).
     ingested_call_timeout_s: int = Field(default=14_400, ge=1)
 
+    # Queue statistics (seconds): a call answered within SERVICE_LEVEL_S of its start meets the
+    # service level; one abandoned within SHORT_ABANDON_S is a short abandon, left out of it.
+    service_level_s: float = Field(default=20, ge=0, le=86_400)
+    short_abandon_s: float = Field(default=5, ge=0, le=86_400)
+    # The service level a queue should meet, in %: the dashboard colours its tile by it.
+    service_level_target_pct: float = Field(default=80, ge=0, le=100)
+    # How often the leading scheduler publishes the figures of the queues that changed (the
+    # key stream's `stats` messages): at most once a second per queue.
+    stats_interval_ms: int = Field(default=1_000, ge=1_000, le=60_000)
+
     # Recordings
     recording_source: str = "assets/recording.wav"
     recordings_dir: str = "data/recordings"
@@ -144,8 +154,8 @@ class Settings(BaseSettings):
     # this has passed: a worker is dropped from RQ's workers with its drain job, an API
     # process's count of each key's open streams is given back.
     process_dead_after_ms: int = Field(default=10_000, ge=300, le=600_000)
-    # Ended calls older than this are deleted by upkeep with their history and recordings
-    # (0 keeps everything).
+    # Ended calls older than this are deleted by upkeep with their history and recordings, and
+    # the queue statistics' minute rows as old (0 keeps everything).
     retention_days: float = Field(default=30, ge=0)
 
     # Realtime

@@ -1,5 +1,5 @@
-"""`python -m db migrate | seed-keys | keys …`: schema, default keys and API key management from
-the command line."""
+"""`python -m db migrate | seed-keys | keys … | stats rebuild`: schema, default keys, API key
+management and the queue statistics' rebuild from the command line."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.errors import BadRequest, DomainError
+from core.errors import BadRequest, DomainError, NotFound
 from core.keys import KEYS_CHANNEL
 from core.settings import get_settings
 from db.counters import fetch_stored_calls
@@ -23,6 +23,7 @@ from db.keys import (
     KeyInfo,
     Unchanged,
     delete_key,
+    fetch_key_id,
     fetch_keys,
     fetch_signing_secret,
     insert_key,
@@ -33,6 +34,7 @@ from db.keys import (
 )
 from db.migrate import migrate
 from db.pool import connect
+from db.stats import Measures, rebuild_stats
 
 # The limits are PostgreSQL integers.
 MAX_LIMIT = 2**31 - 1
@@ -231,6 +233,20 @@ async def _keys_rotate_signing_secret(conn: asyncpg.Connection, args: argparse.N
     print(secret)
 
 
+# -- queue statistics ------------------------------------------------------------------------
+
+
+async def _stats_rebuild(conn: asyncpg.Connection, args: argparse.Namespace) -> None:
+    key_id = None
+    if args.key is not None:
+        key_id = await fetch_key_id(conn, args.key)
+        if key_id is None:
+            raise NotFound(f"no API key named {args.key!r}")
+    counted = await rebuild_stats(conn, Measures.of(get_settings()), key_id)
+    whose = "every key's" if key_id is None else f"API key {args.key!r}'s"
+    print(f"queue statistics: {whose} rebuilt from {counted} calls in queues")
+
+
 # -- command line ----------------------------------------------------------------------------
 
 
@@ -287,6 +303,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     rotate.add_argument("name")
     rotate.set_defaults(run=_keys_rotate_signing_secret)
+
+    stats = commands.add_parser("stats", help="the queue statistics")
+    stats_actions = stats.add_subparsers(dest="stats_command", required=True, metavar="action")
+    rebuild = stats_actions.add_parser(
+        "rebuild",
+        help="count them again from the calls (after SERVICE_LEVEL_S or SHORT_ABANDON_S change)",
+    )
+    rebuild.add_argument("--key", metavar="NAME", help="only this key's (default: every key's)")
+    rebuild.set_defaults(run=_stats_rebuild)
     return parser
 
 
@@ -304,7 +329,15 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    label = args.command + (f" {args.keys_command}" if args.command == "keys" else "")
+    label = " ".join(
+        part
+        for part in (
+            args.command,
+            getattr(args, "keys_command", None),
+            getattr(args, "stats_command", None),
+        )
+        if part
+    )
     try:
         # Mistakes in the arguments are reported before PostgreSQL is asked anything.
         if check := getattr(args, "check", None):

@@ -12,6 +12,7 @@ import orjson
 
 from core.call_ids import CallRef, named_call_uuid
 from core.rules import Flag
+from db import stats
 from db.counters import STORED_CALLS
 from db.pool import Executor
 
@@ -44,6 +45,8 @@ class Transition:
     event_id: str | None = None
     agent_id: str | None = None
     end_reason: str | None = None
+    # The raised flags the call did not have yet (its queue's statistics count calls per flag).
+    new_flags: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +162,7 @@ async def insert_calls(conn: Executor, new: Sequence[NewCall]) -> list[asyncpg.R
             SELECT api_key_id, count(*) FROM created GROUP BY api_key_id
         ), called_back AS (
             {CALLBACK_DELIVERIES.format(rows="created", seq="1")}
+        ), offered AS ({stats.OFFERED}
         )
         SELECT {CALL_COLUMNS}, NULL::text AS previous_status, 'call_initiated' AS event,
                started_at AS occurred_at, event_id, data, '{{}}'::text[] AS raised_flags,
@@ -255,14 +259,15 @@ async def fetch_calls_for_events(
 
 
 async def write_transitions(
-    conn: Executor, transitions: Sequence[Transition]
+    conn: Executor, transitions: Sequence[Transition], measures: stats.Measures
 ) -> list[asyncpg.Record]:
     """Write decided transitions in one statement.
 
     Each bumps its call's seq only if the call is still at `from_seq` (compare-and-set: a call
     moved on since it was read is left alone and missing from the result), records the stage
     timestamp, appends a call_events row, an outbox entry and the call's status callback
-    delivery if it has one, and on COMPLETED opens the call's recording upload and counts both
+    delivery if it has one, adds what it changes in its queue's statistics (stats_deltas,
+    measured by `measures`), and on COMPLETED opens the call's recording upload and counts both
     (counter_deltas). Returns the moved calls with the event's fields, the outbox id and whether
     a callback delivery was queued (`callback_queued`).
     """
@@ -273,9 +278,9 @@ async def write_transitions(
         WITH t AS (
             SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[],
                                  $6::text[], $7::text[], $8::timestamptz[], $9::text[],
-                                 $10::text[], $11::text[], $12::text[])
+                                 $10::text[], $11::text[], $12::text[], $13::text[])
                 AS t(call_id, from_seq, from_status, to_status, event, flags, raised,
-                     occurred_at, data, event_id, agent_id, end_reason)
+                     occurred_at, data, event_id, agent_id, end_reason, new_flags)
         ), moved AS (
             UPDATE calls c
                SET status = t.to_status, seq = c.seq + 1,
@@ -296,7 +301,8 @@ async def write_transitions(
              WHERE c.id = t.call_id AND c.seq = t.from_seq
          RETURNING c.*, t.from_status AS previous_status, t.event,
                    t.occurred_at AS event_occurred_at, t.data::jsonb AS event_data,
-                   t.event_id AS event_event_id, string_to_array(t.raised, ',') AS raised_flags
+                   t.event_id AS event_event_id, string_to_array(t.raised, ',') AS raised_flags,
+                   string_to_array(t.new_flags, ',') AS new_flags
         ), logged AS (
             INSERT INTO call_events (call_id, seq, event, from_status, to_status, flags,
                                      raised_flags, data, occurred_at, event_id, created_at)
@@ -315,6 +321,7 @@ async def write_transitions(
              GROUP BY api_key_id
         ), called_back AS (
             {CALLBACK_DELIVERIES.format(rows="moved", seq="seq")}
+        ), measured AS ({stats.transition_deltas("$14::float8", "$15", "$16")}
         )
         SELECT {CALL_COLUMNS}, previous_status, event, event_occurred_at AS occurred_at,
                event_event_id AS event_id, event_data AS data, raised_flags, received_at,
@@ -336,6 +343,10 @@ async def write_transitions(
         [t.event_id for t in transitions],
         [t.agent_id for t in transitions],
         [t.end_reason for t in transitions],
+        [",".join(t.new_flags) for t in transitions],
+        measures.time_scale,
+        measures.service_level_ms,
+        measures.short_abandon_ms,
     )
 
 

@@ -95,3 +95,30 @@ async def fold_counter_deltas(conn: Executor) -> int:
         SELECT count(*) FROM folded
         """
     )
+
+
+# Breached calls (a wait or hold breach) counted at most: past it the answer says "at least".
+BREACHES_COUNTED = 10_000
+
+
+async def fetch_call_counts(conn: Executor, key_id: str) -> asyncpg.Record:
+    """A key's stored calls, its active ones by status, and its breached calls up to
+    BREACHES_COUNTED, in one round trip whatever the size of `calls`: the stored count is the
+    key's counter, the active calls are bounded by its limits (and read by the key and status
+    index), and the breach count stops at the cap (the flags' partial indexes)."""
+    return await conn.fetchrow(
+        f"""
+        SELECT ({STORED_CALLS}) AS stored,
+               (SELECT coalesce(jsonb_object_agg(status, n), '{{}}'::jsonb)
+                  FROM (SELECT status, count(*) AS n FROM calls
+                         WHERE api_key_id = $1 AND status <> 'COMPLETED'
+                         GROUP BY status) AS active) AS active,
+               (SELECT count(*) FROM (
+                    SELECT 1 FROM calls
+                     WHERE api_key_id = $1
+                       AND (flags @> '{{wait_sla_exceeded}}' OR flags @> '{{hold_limit_exceeded}}')
+                     LIMIT $2) AS breached) AS breaches
+        """,
+        key_id,
+        BREACHES_COUNTED + 1,
+    )

@@ -322,3 +322,8 @@ async def delete_key(conn: asyncpg.Connection, name: str, *, force: bool) -> Del
         )
         stored = await conn.fetchval("SELECT count(*) FROM calls WHERE api_key_id = $1", key_id)
     return DeletedKey(key_id, row["name"], ended, stored)
+
+
+async def fetch_key_id(conn: asyncpg.Connection, name: str) -> str | None:
+    """The id of the key named `name`, if there is one."""
+    return await conn.fetchval("SELECT id::text FROM api_keys WHERE name = $1", name)

@@ -80,15 +80,71 @@ async def count_active_calls_of_key(conn: Executor, key_id: str) -> int:
     )
 
 
+# The tables of the queue statistics (0008_queue_stats.sql), which no foreign key ties to a key.
+_STATS_TABLES = ("stats_deltas", "queue_stats", "agent_stats")
+
+
+async def delete_old_minute_stats(conn: Executor, older_than_s: float, limit: int) -> int:
+    """Delete up to `limit` minute rows of the queue statistics older than `older_than_s`, in
+    each table, oldest first; returns how many. Hour and day rows stay."""
+    deleted = 0
+    for table in ("queue_stats", "agent_stats"):
+        deleted += await conn.fetchval(
+            f"""
+            WITH gone AS (
+                DELETE FROM {table} WHERE ctid = ANY(ARRAY(
+                    SELECT ctid FROM {table}
+                     WHERE span = 'minute'
+                       AND starts_at < clock_timestamp() - make_interval(secs => $1::float8)
+                     ORDER BY starts_at
+                     LIMIT $2))
+             RETURNING 1
+            )
+            SELECT count(*) FROM gone
+            """,
+            older_than_s,
+            limit,
+        )
+    return deleted
+
+
+async def delete_stats_of_deleted_keys(conn: Executor, limit: int) -> int:
+    """Delete up to `limit` rows of the queue statistics of deleted keys that have no call left
+    (nobody can read them any more), in each table; returns how many."""
+    deleted = 0
+    for table in _STATS_TABLES:
+        deleted += await conn.fetchval(
+            f"""
+            WITH gone AS (
+                DELETE FROM {table} WHERE ctid = ANY(ARRAY(
+                    SELECT s.ctid
+                      FROM api_keys k JOIN {table} s ON s.api_key_id = k.id
+                     WHERE k.deleted_at IS NOT NULL
+                       AND NOT EXISTS (SELECT 1 FROM calls c WHERE c.api_key_id = k.id)
+                     LIMIT $1))
+             RETURNING 1
+            )
+            SELECT count(*) FROM gone
+            """,
+            limit,
+        )
+    return deleted
+
+
 async def drop_emptied_keys(conn: Executor) -> int:
-    """Delete the rows of deleted keys with no call left; returns how many. (Their counters
-    stay: what was made was made.)"""
+    """Delete the rows of deleted keys with no call nor statistics left; returns how many.
+    (Their counters stay: what was made was made.)"""
+    no_stats = "\n".join(
+        f"AND NOT EXISTS (SELECT 1 FROM {table} s WHERE s.api_key_id = k.id)"
+        for table in _STATS_TABLES
+    )
     return await conn.fetchval(
-        """
+        f"""
         WITH gone AS (
             DELETE FROM api_keys k
              WHERE k.deleted_at IS NOT NULL
                AND NOT EXISTS (SELECT 1 FROM calls c WHERE c.api_key_id = k.id)
+               {no_stats}
          RETURNING id
         )
         SELECT count(*) FROM gone

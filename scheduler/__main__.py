@@ -1,5 +1,5 @@
-"""`python -m scheduler`: the timer pump, always; upkeep and the retention purge while this
-scheduler leads."""
+"""`python -m scheduler`: the timer pump, always; upkeep, the retention purge and the live queue
+figures while this scheduler leads."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from core.logs import setup_logging
 from core.settings import Settings, get_settings
 from scheduler.dispatch import Dispatcher
 from scheduler.leader import Hold, LeaderLock
+from scheduler.stats import StatsPublisher
 from scheduler.upkeep import Upkeep
 
 log = logging.getLogger("scheduler")
@@ -37,13 +38,14 @@ class Scheduler:
         rq_connection = SyncRedis.from_url(settings.redis_dsn)
         self._dispatcher = Dispatcher(stores.redis, rq_connection, self._lock.token)
         self._upkeep = Upkeep(stores, rq_connection)
+        self._stats = StatsPublisher(stores)
         self._leading = asyncio.Event()
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
         tasks = [
             asyncio.create_task(job(), name=job.__name__)
-            for job in (self._lead, self._pump, self._tend, self._purge)
+            for job in (self._lead, self._pump, self._tend, self._purge, self._publish_stats)
         ]
         await self._stopping.wait()
         for task in tasks:
@@ -134,6 +136,16 @@ class Scheduler:
                 purged = 0
             took_s = time.monotonic() - started
             await asyncio.sleep(max(2 * took_s, 0.01) if purged else idle_s)
+
+    async def _publish_stats(self) -> None:
+        interval_s = self._settings.stats_interval_ms / 1000
+        while True:
+            await self._leading.wait()
+            try:
+                await self._stats.run_once()
+            except Exception:
+                log.exception("publishing queue statistics failed")
+            await asyncio.sleep(interval_s)
 
 
 def _log_taken(name: str, hold: Hold) -> None:

@@ -1,5 +1,6 @@
-"""The lead: one scheduler runs upkeep and the retention purge, the others stand by and take the
-lead when its lock lapses. Every scheduler dispatches due timers whoever leads (dispatch.py).
+"""The lead: one scheduler runs upkeep, the retention purge and the live queue figures
+(scheduler/stats.py), the others stand by and take the lead when its lock lapses. Every
+scheduler dispatches due timers whoever leads (dispatch.py).
 
 The lead's record (core/keys.py `SCHEDULER_LEAD`) says who leads, since when, how often the
 lead changed hands and how long it was vacant: the scheduler that takes it logs that, and

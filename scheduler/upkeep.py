@@ -27,6 +27,7 @@ from core.limiter import CallKind, slot_set
 from db import calls as db_calls
 from db.counters import fold_counter_deltas
 from db.outbox import fetch_unpublished
+from db.stats import fold_stats_deltas
 from scheduler.dead_workers import DeadWorkers
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class Upkeep:
         report.dead_workers_cleared, report.drain_jobs_deleted = cleared.workers, cleared.drain_jobs
         # Routine, not a repair: not in the report.
         await fold_counter_deltas(self._stores.pool)
+        await fold_stats_deltas(self._stores.pool)
         if any(astuple(report)):
             log.info("upkeep: %s", report)
         return report

@@ -53,6 +53,7 @@ async def create_call(request: web.Request) -> web.Response:
         scenario=None if body.scenario is None else body.scenario.scenario(),
         status_callback=body.status_callback,
         status_callback_events=body.status_callback_events,
+        queue_id=body.queue_id,
     )
     headers = {}
     if created.grant is not None:

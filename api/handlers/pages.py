@@ -29,11 +29,13 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 
 # What a page may load from /static/, by its path under api/static/, with its type: nothing
-# else there is served. swagger-ui/ is Swagger UI as published, for /docs (see its README.md);
-# it runs under the policy above as it stands.
+# else there is served. swagger-ui/ is Swagger UI as published, for /docs, and uplot/ uPlot, for
+# the dashboard's charts (see their README.md); both run under the policy above as they stand.
 ASSETS = {
     "dashboard.js": "text/javascript",
     "dashboard.css": "text/css",
+    "uplot/uPlot.iife.min.js": "text/javascript",
+    "uplot/uPlot.min.css": "text/css",
     "docs.js": "text/javascript",
     "swagger-ui/swagger-ui-bundle.js": "text/javascript",
     "swagger-ui/swagger-ui.css": "text/css",

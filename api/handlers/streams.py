@@ -16,7 +16,7 @@ from aiohttp_sse import sse_response
 from api import appkeys
 from api.handlers.common import named_call, path_call
 from api.realtime.follow import follow_call, follow_key
-from api.realtime.hub import RESYNC, StreamClosed
+from api.realtime.hub import RESYNC, STATS, StreamClosed
 from core.errors import BadRequest
 
 SEQ_PATTERN = "^[0-9]{1,9}$"
@@ -111,7 +111,8 @@ async def _send_all(ws: web.WebSocketResponse, messages: AsyncIterator[dict[str,
 
 async def key_stream(request: web.Request) -> web.StreamResponse:
     """SSE of every call of the caller's key: `ready` once subscribed, then a `call` message per
-    new call and transition, and `resync` when the client should read `GET /calls` again."""
+    new call and transition, a `stats` message with a queue's figures at most once a second
+    while they change, and `resync` when the client should read `GET /calls` again."""
     app = request.app
     follow = follow_key(app[appkeys.HUB], app[appkeys.STORES].pool, appkeys.api_key(request).id)
     async with (
@@ -123,6 +124,8 @@ async def key_stream(request: web.Request) -> web.StreamResponse:
             async for message in messages:
                 if message is RESYNC:
                     await stream.send('{"reason": "updates may have been missed"}', event="resync")
+                elif STATS in message:
+                    await stream.send(orjson.dumps(message[STATS]).decode(), event="stats")
                 else:
                     await stream.send(orjson.dumps(message).decode(), event="call")
     return stream

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from api.realtime.hub import RESYNC, Hub, Subscription
+from api.realtime.hub import RESYNC, STATS, Hub, Subscription
 from calls.views import message_of
 from core.call_ids import CallRef
 from core.errors import NotFound
@@ -128,6 +128,9 @@ async def _key_messages(
             last_seq.clear()
             since = await _window_start(pool)
             yield RESYNC
+            continue
+        if STATS in message:
+            yield message  # a queue's figures: no seq, nothing to order
             continue
         call_id, seq = message["call_id"], message["seq"]
         last = last_seq.get(call_id, 0)

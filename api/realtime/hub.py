@@ -27,6 +27,9 @@ _CLOSED: dict[str, Any] = {"closed": True}
 # WebSocket close codes of a stream ended by the platform (4000-4999: the application's own).
 KEY_DISABLED = 4401
 GOING_AWAY = 1001
+# A key stream's message holding a queue's figures (published by scheduler/stats.py) has this
+# one field, its figures.
+STATS = "stats"
 
 
 class StreamClosed(Exception):
@@ -156,6 +159,19 @@ class Hub:
         for sub in self._by_key.get(key_id, ()):
             sub.offer(message)
 
+    def _on_stats(self, payload: bytes) -> None:
+        """A queue's figures, for the key streams of its key."""
+        if not self._by_key:
+            return  # nobody here is listening: not worth parsing
+        try:
+            figures = orjson.loads(payload)
+            key_id = figures.pop("key_id")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.exception("dropping malformed stats message")
+            return
+        for sub in self._by_key.get(key_id, ()):
+            sub.offer({STATS: figures})
+
     def _resync_all(self) -> None:
         for index in (self._by_call, self._by_key):
             for subs in index.values():
@@ -202,6 +218,7 @@ class Hub:
                     {
                         keys.EVENTS_CHANNEL: self._on_message,
                         keys.KEYS_CHANNEL: self._on_key_message,
+                        keys.STATS_CHANNEL: self._on_stats,
                     },
                     self._on_subscribed,
                 )

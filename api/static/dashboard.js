@@ -1,5 +1,11 @@
-// The live view of one key's calls: GET /calls for the start, then GET /stream (read with fetch,
-// so the key travels in a header) for every new call and transition. No build step.
+// The live view of one key's calls: counters from GET /stats/calls and a page of GET /calls (the
+// server filters and counts, so a key with millions of calls shows them truly), then GET /stream
+// (read with fetch, so the key travels in a header) for every new call and transition, which
+// updates the rows in place and has the counters and the page read again at most once a
+// second; and of its queues: a tile
+// each from GET /stats/queues, kept current by the stream's `stats` messages, and a chart of the
+// chosen queue's last hour (GET /stats/queues/{id}/series, drawn by uPlot from api/static/uplot/).
+// No build step.
 //
 // Every value that comes from the API is a tenant's text (a queue id, an agent id, metadata):
 // it is only ever put in the page as text, through `el` below, never parsed as markup. The page
@@ -9,7 +15,16 @@
 const KEY_SLOT = "mock-comms.key";
 const STATUSES = ["QUEUED", "RINGING", "ANSWERED", "ON_HOLD", "UNANSWERED", "COMPLETED"];
 const BREACHES = new Set(["wait_sla_exceeded", "hold_limit_exceeded"]);
-const calls = new Map();          // call_id -> call as GET /calls/{id} shows it
+const PAGE_SIZE = 50;
+const RELOAD_EVERY_MS = 1000;     // counters and the page are read again at most this often
+const calls = new Map();          // the page's calls, in the server's order: call_id -> call
+let page = 1, total = 0;          // the page shown, and how many calls match the filters
+let counts = null;                // GET /stats/calls
+let reloadAt = 0, reloadTimer = null, reloadPage = false;
+const queues = new Map();         // queue_id -> its figures (GET /stats/queues, `stats`), and when
+let target = 80;                  // the service level a queue should meet, in % (the API says)
+let chartQueue = null, chart = null, chartAt = 0, chartTimer = null;
+const CHART_EVERY_MS = 5000;      // a chart reloads at most this often
 let selected = null;
 let stream = null;                // AbortController of the open stream
 
@@ -46,14 +61,17 @@ const statusChip = status => el("span", { class: `status ${status}` }, label(sta
 const flagChips = flags => (flags || []).map(f => el("span", { class: BREACHES.has(f) ? "flag breach" : "flag" }, f));
 const breached = call => (call.flags || []).some(f => BREACHES.has(f));
 
-function visible(call) {
-  const status = $("f-status").value, flag = $("f-flag").value, text = $("f-text").value.trim().toLowerCase();
-  if (status && call.status !== status) return false;
-  if (flag === "breach" && !breached(call)) return false;
-  if (flag && flag !== "breach" && !(call.flags || []).includes(flag)) return false;
-  if (text && ![call.call_id, call.from, call.to, call.queue_id].some(v => String(v || "").toLowerCase().includes(text))) return false;
-  return true;
+// The list's filters, as GET /calls takes them (the server filters: every call of the key).
+function filters() {
+  const params = new URLSearchParams();
+  for (const [id, name] of [["f-status", "status"], ["f-flag", "flag"], ["f-queue", "queue_id"], ["f-to", "to"]]) {
+    const value = $(id).value.trim();
+    if (value) params.set(name, value);
+  }
+  return params;
 }
+
+const number = n => Number(n).toLocaleString("en");
 
 function route(call) {
   if (!call.queue_id) return [`${call.from || "?"} → ${call.to || "?"}`];
@@ -71,18 +89,18 @@ function row(call) {
 }
 
 function render() {
-  const counts = Object.fromEntries(STATUSES.map(s => [s, 0]));
-  let breaches = 0;
-  for (const call of calls.values()) {
-    if (call.status in counts) counts[call.status] += 1;
-    if (breached(call)) breaches += 1;
+  if (counts) {
+    $("counters").replaceChildren(
+      ...STATUSES.map(s => el("div", { class: "card counter", "data-status": s }, el("b", {}, number(counts.by_status[s] || 0)), el("span", {}, label(s)))),
+      el("div", { class: "card counter breach" }, el("b", { id: "breaches" }, number(counts.breaches) + (counts.breaches_capped ? "+" : "")), el("span", {}, "SLA breaches")));
   }
-  $("counters").replaceChildren(
-    ...STATUSES.map(s => el("div", { class: "card counter", "data-status": s }, el("b", {}, counts[s]), el("span", {}, label(s)))),
-    el("div", { class: "card counter breach" }, el("b", { id: "breaches" }, breaches), el("span", {}, "SLA breaches")));
-  const rows = [...calls.values()].filter(visible).sort((a, b) => b.created_at.localeCompare(a.created_at));
+  const rows = [...calls.values()];
   $("calls").replaceChildren(...rows.map(row));
   $("empty").classList.toggle("hidden", rows.length > 0);
+  const first = (page - 1) * PAGE_SIZE;
+  $("showing").textContent = rows.length ? `showing ${number(first + 1)}–${number(first + rows.length)} of ${number(total)}` : `showing 0 of ${number(total)}`;
+  $("prev").disabled = page <= 1;
+  $("next").disabled = first + rows.length >= total;
 }
 
 // A call's status callbacks by seq, each with its attempts (only for a call that has them).
@@ -99,6 +117,85 @@ function callbackAttempts(delivery) {
     delivery.attempts.map(a => el("li", { class: ok(a) ? "ok" : "failed" },
       `callback #${a.attempt}: ${a.status_code ?? a.error} · ${Math.round(a.latency_ms)} ms`)),
     delivery.attempts.length ? null : el("li", {}, `callback ${delivery.state}`));
+}
+
+// -- queues: a tile each, and a chart of the one clicked ---------------------------------------
+
+const seconds = s => s === null || s === undefined ? "–" : s < 60 ? `${Math.round(s)}s` : `${Math.floor(s / 60)}m ${Math.round(s % 60)}s`;
+const percent = p => p === null || p === undefined ? "–" : `${p}%`;
+const standing = q => q.service_level_pct === null ? "idle" : q.service_level_pct >= target ? "meeting" : "missing";
+// The oldest waiting call keeps waiting between two messages: its wait goes on from when they said.
+const longestWait = q => q.longest_wait_s === null ? null : q.longest_wait_s + (Date.now() - q.at) / 1000;
+
+function tile(q) {
+  const state = standing(q);
+  return el("div", { class: `card tile ${state}${q.queue_id === chartQueue ? " selected" : ""}`, "data-queue": q.queue_id, "data-state": state },
+    el("div", { class: "tile-head" }, el("b", {}, q.queue_id), el("span", { class: "muted" }, `target ${target}%`)),
+    el("div", { class: "sl", title: "service level" }, percent(q.service_level_pct)),
+    el("dl", {},
+      el("dt", {}, "waiting"), el("dd", { class: "waiting" }, q.waiting_now),
+      el("dt", {}, "longest wait"), el("dd", { class: "longest" }, seconds(longestWait(q))),
+      el("dt", {}, "ASA"), el("dd", { class: "asa" }, seconds(q.asa_s)),
+      el("dt", {}, "AHT"), el("dd", { class: "aht" }, seconds(q.aht_s)),
+      el("dt", {}, "abandoned"), el("dd", { class: "abandon" }, percent(q.abandon_rate_pct))));
+}
+
+function renderTiles() {
+  const sorted = [...queues.values()].sort((a, b) => a.queue_id.localeCompare(b.queue_id));
+  $("tiles").replaceChildren(...sorted.map(tile));
+  $("tiles-hint").classList.toggle("hidden", sorted.length === 0 || chartQueue !== null);
+  $("chart-card").classList.toggle("hidden", chartQueue === null);
+}
+
+async function loadQueues() {
+  const answer = await api("/stats/queues?window=1h");
+  target = answer.service_level_target_pct;
+  queues.clear();
+  for (const q of answer.data) queues.set(q.queue_id, { ...q, at: Date.now() });
+  renderTiles();
+  await loadChart();
+}
+
+function onStats(figures) {
+  queues.set(figures.queue_id, { ...figures, at: Date.now() });
+  renderTiles();
+  if (figures.queue_id === chartQueue) chartSoon();
+}
+
+function chartSoon() {
+  if (chartTimer !== null) return;
+  chartTimer = setTimeout(() => { chartTimer = null; loadChart(); }, Math.max(0, chartAt + CHART_EVERY_MS - Date.now()));
+}
+
+async function loadChart() {
+  if (chartQueue === null) return;
+  chartAt = Date.now();
+  const series = await api(`/stats/queues/${encodeURIComponent(chartQueue)}/series?window=1h&bucket=1m`);
+  const points = series.data;
+  const data = [
+    points.map(p => Date.parse(p.start) / 1000),
+    points.map(p => p.service_level_pct),
+    points.map(p => p.offered),
+    points.map(p => p.answered),
+    points.map(p => p.abandoned),
+  ];
+  $("chart-title").textContent = series.queue_id;
+  if (chart === null) {
+    chart = new uPlot({
+      width: Math.max(320, $("chart").clientWidth), height: 200,
+      scales: { x: { time: true }, pct: { range: [0, 100] } },
+      series: [
+        {},
+        { label: "service level %", scale: "pct", stroke: "#12b76a", width: 2, spanGaps: true },
+        { label: "offered", scale: "calls", stroke: "#2e90fa" },
+        { label: "answered", scale: "calls", stroke: "#475467" },
+        { label: "abandoned", scale: "calls", stroke: "#f04438" },
+      ],
+      axes: [{}, { scale: "pct", values: (u, ticks) => ticks.map(t => `${t}%`) }, { scale: "calls", side: 1, grid: { show: false } }],
+    }, data, $("chart"));
+  } else {
+    chart.setData(data);
+  }
 }
 
 async function showTimeline(callId) {
@@ -129,14 +226,52 @@ async function showTimeline(callId) {
 }
 
 async function refreshCall(callId) {
-  try { calls.set(callId, await api(`/calls/${encodeURIComponent(callId)}`)); } catch (error) { /* gone or not ours */ }
+  try {
+    const call = await api(`/calls/${encodeURIComponent(callId)}`);
+    if (calls.has(callId)) calls.set(callId, call);   // in place: the page keeps its order
+  } catch (error) { /* gone or not ours */ }
 }
 
 async function loadCalls() {
-  const page = await api("/calls?limit=100");
+  const params = filters();
+  params.set("limit", PAGE_SIZE);
+  params.set("page", page);
+  let answer;
+  try {
+    answer = await api(`/calls?${params}`);
+  } catch (error) {
+    if (error.status !== 400) throw error;
+    $("filter-error").textContent = error.message;   // a filter the API refuses, said as it says it
+    return;
+  }
+  $("filter-error").textContent = "";
+  total = answer.total;
+  if (answer.data.length === 0 && page > 1 && total > 0) {   // the page emptied: go to the last one
+    page = Math.ceil(total / PAGE_SIZE);
+    return loadCalls();
+  }
   calls.clear();
-  for (const call of page.data) calls.set(call.call_id, call);
+  for (const call of answer.data) calls.set(call.call_id, call);
   render();
+}
+
+async function loadCounts() {
+  counts = await api("/stats/calls");
+  render();
+}
+
+// The counters (and the page, `withPage`) from the server again, at most once every
+// RELOAD_EVERY_MS however many messages come.
+function reloadSoon(withPage) {
+  reloadPage = reloadPage || withPage;
+  if (reloadTimer !== null) return;
+  reloadTimer = setTimeout(async () => {
+    reloadTimer = null;
+    reloadAt = Date.now();
+    const pageToo = reloadPage;
+    reloadPage = false;
+    try { await Promise.all([loadCounts(), pageToo ? loadCalls() : null]); } catch (error) { /* the next message tries again */ }
+  }, Math.max(0, reloadAt + RELOAD_EVERY_MS - Date.now()));
 }
 
 function setConnection(state, text) {
@@ -164,9 +299,10 @@ async function follow() {
           buffer = buffer.slice(end + 2);
           const event = (frame.match(/^event: (.*)$/m) || [])[1];
           const data = frame.split("\n").filter(l => l.startsWith("data: ")).map(l => l.slice(6)).join("\n");
-          if (event === "ready") { setConnection("live", "live"); backoff = 500; await loadCalls(); }
-          else if (event === "resync") { await loadCalls(); }
+          if (event === "ready") { setConnection("live", "live"); backoff = 500; await Promise.all([loadCounts(), loadCalls()]); await loadQueues(); }
+          else if (event === "resync") { await Promise.all([loadCounts(), loadCalls()]); await loadQueues(); }
           else if (event === "call") { await onMessage(JSON.parse(data)); }
+          else if (event === "stats") { onStats(JSON.parse(data)); }
         }
       }
     } catch (error) {
@@ -180,14 +316,17 @@ async function follow() {
 
 async function onMessage(message) {
   const known = calls.get(message.call_id);
-  if (!known || ["call_routed", "call_ended"].includes(message.event)) {
-    await refreshCall(message.call_id);   // new, or with a new agent or end reason
-  } else {
-    Object.assign(known, { status: message.status, flags: message.flags, updated_at: message.timestamp });
+  if (known) {
+    if (["call_routed", "call_ended"].includes(message.event)) await refreshCall(message.call_id);   // a new agent or end reason
+    else Object.assign(known, { status: message.status, flags: message.flags, updated_at: message.timestamp });
+    render();
+    if (message.status === "COMPLETED") setTimeout(async () => { await refreshCall(message.call_id); render(); if (message.call_id === selected) showTimeline(selected); }, 1500);
   }
-  render();
+  // The counters move with every message; the page with new calls (on the first page, newest
+  // first) and with the calls it shows (which may now leave its filters). A later page keeps
+  // still while it is read.
+  reloadSoon(Boolean(known) || page === 1);
   if (message.call_id === selected) await showTimeline(selected);
-  if (message.status === "COMPLETED") setTimeout(async () => { await refreshCall(message.call_id); render(); if (message.call_id === selected) showTimeline(selected); }, 1500);
 }
 
 async function start() {
@@ -211,14 +350,28 @@ $("login").addEventListener("submit", async event => {
 });
 $("forget").onclick = () => { sessionStorage.removeItem(KEY_SLOT); if (stream) stream.abort(); location.reload(); };
 $("calls").addEventListener("click", event => { const tr = event.target.closest("tr.call"); if (tr) showTimeline(tr.dataset.id); });
-for (const id of ["f-status", "f-flag", "f-text"]) $(id).addEventListener("input", render);
+$("tiles").addEventListener("click", event => {
+  const chosen = event.target.closest(".tile");
+  if (!chosen) return;
+  chartQueue = chosen.dataset.queue;
+  renderTiles();
+  loadChart();
+});
+for (const id of ["f-status", "f-flag"]) $(id).addEventListener("input", () => { page = 1; loadCalls(); });
+for (const id of ["f-queue", "f-to"]) $(id).addEventListener("change", () => { page = 1; loadCalls(); });
+$("prev").onclick = () => { page = Math.max(1, page - 1); loadCalls(); };
+$("next").onclick = () => { page += 1; loadCalls(); };
 $("start").onclick = async () => {
   try {
-    const call = await api("/calls", { method: "POST", body: JSON.stringify({ from: $("n-from").value, to: $("n-to").value }) });
-    await refreshCall(call.call_id);
-    render();
+    await api("/calls", { method: "POST", body: JSON.stringify({ from: $("n-from").value, to: $("n-to").value }) });
+    reloadSoon(true);
   } catch (error) { alert(error.message); }
 };
-setInterval(() => document.querySelectorAll("td.age").forEach(td => { td.textContent = age(td.dataset.created); }), 1000);
+setInterval(() => {
+  document.querySelectorAll("td.age").forEach(td => { td.textContent = age(td.dataset.created); });
+  document.querySelectorAll(".tile").forEach(t => { t.querySelector(".longest").textContent = seconds(longestWait(queues.get(t.dataset.queue))); });
+}, 1000);
+// Calls leave the last hour as it slides, with no message to say so: read the figures again.
+setInterval(() => { if (key() && stream) loadQueues().catch(() => {}); }, 60000);
 
 if (key()) start(); else $("login").classList.remove("hidden");

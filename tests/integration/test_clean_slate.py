@@ -1,16 +1,50 @@
 """A test suite's clean slate: `DELETE /calls` removes the key's ended calls with their history
 and recordings (409 while calls are active, unless `?force=true` ends them first), and
-`GET /metrics?scope=key` gives the caller's key's counters alone."""
+`GET /metrics?scope=key` gives the caller's key's counters alone. On a platform of its own: the
+shared one's tests compare the counters with the tables, which a delete sets apart."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
 
 from tests.integration.conftest import Api
 from tests.integration.platform import Platform
+
+
+@pytest.fixture(scope="module")
+async def own(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Platform]:
+    running = Platform(tmp_path_factory.mktemp("clean-slate"))
+    try:
+        yield await running.start()
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+async def pg(own: Platform) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(own.dsn)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def make_api(make_api, own: Platform):
+    """Keys of the module's own platform."""
+
+    async def make(**limits: Any) -> Api:
+        return await make_api(on=own, **limits)
+
+    return make
+
+
+@pytest.fixture
+async def api(make_api) -> Api:
+    return await make_api(max_concurrent=1000, max_cps=1000)
 
 
 async def ended_calls(api: Api, simulated: int, ingested: int) -> list[str]:
@@ -43,7 +77,7 @@ async def initiate(api: Api) -> str:
 
 
 async def test_delete_calls_removes_the_keys_ended_calls_with_all_kept_of_them(
-    make_api, platform: Platform, pg: asyncpg.Connection
+    make_api, own: Platform, pg: asyncpg.Connection
 ) -> None:
     api = await make_api(max_concurrent=50, max_cps=50)
     other = await make_api(max_concurrent=50, max_cps=50)
@@ -53,7 +87,7 @@ async def test_delete_calls_removes_the_keys_ended_calls_with_all_kept_of_them(
         "SELECT array_agg(id) FROM calls WHERE id::text = ANY($1) OR ref = ANY($1)", mine
     )
     files = [
-        platform.recordings_dir / key
+        own.recordings_dir / key
         for key in await pg.fetchval(
             "SELECT array_agg(storage_key) FROM recordings WHERE call_id = ANY($1)", ids
         )

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from db.counters import fetch_counters
+from db.counters import BREACHES_COUNTED, fetch_call_counts, fetch_counters
 from tests.integration.conftest import Api
 from tests.integration.platform import Platform
 
@@ -138,3 +138,72 @@ async def plan_with_many_calls(pg: asyncpg.Connection) -> None:
         assert on_calls, scans
         for node, cond in on_calls:
             assert node == "Bitmap Heap Scan" or "created_at >" in cond, scans
+
+
+async def test_stats_calls_counts_the_keys_calls_by_status_on_the_server(make_api) -> None:
+    """What the dashboard's counters show: every call of the key, not a page of them."""
+    api = await make_api(max_concurrent=100, max_cps=100)
+    other = await make_api(max_concurrent=100, max_cps=100)
+    await other.request("POST", "/events", json={"event": "call_initiated", "type": "voice"})
+    started = []
+    for _ in range(4):
+        _, body, _ = await api.request(
+            "POST", "/events", json={"event": "call_initiated", "type": "voice", "queue_id": "q"}
+        )
+        started.append(body["call_id"])
+    for call_id in started[:2]:
+        await api.request(
+            "POST", "/events", json={"event": "call_routed", "call_id": call_id, "agent_id": "a"}
+        )
+    await api.request(
+        "POST", "/events", json={"event": "call_answered", "call_id": started[0], "wait_time": 45}
+    )
+    await api.request(
+        "POST",
+        "/events",
+        json={"event": "call_ended", "call_id": started[3], "end_reason": "abandoned"},
+    )
+
+    status, counts, _ = await api.request("GET", "/stats/calls")
+
+    assert status == 200, counts
+    assert counts == {
+        "total": 4,
+        "by_status": {
+            "QUEUED": 1,
+            "RINGING": 1,
+            "ANSWERED": 1,
+            "ON_HOLD": 0,
+            "UNANSWERED": 0,
+            "COMPLETED": 1,
+        },
+        "breaches": 1,
+        "breaches_capped": False,
+    }
+
+
+async def test_breached_calls_are_counted_up_to_a_cap(platform: Platform, pg) -> None:
+    """However many breached calls a key has, the count reads at most BREACHES_COUNTED + 1 of
+    them and says it stopped. (In a transaction rolled back after.)"""
+    transaction = pg.transaction()
+    await transaction.start()
+    try:
+        key_id = await pg.fetchval(
+            "INSERT INTO api_keys (name, key_hash, key_prefix) VALUES ('breached', 'b', 'b')"
+            " RETURNING id::text"
+        )
+        await pg.execute(
+            """
+            INSERT INTO calls (id, api_key_id, kind, status, flags, created_at, updated_at,
+                               status_changed_at, started_at)
+            SELECT gen_random_uuid(), $1::uuid, 'ingested', 'COMPLETED',
+                   '{wait_sla_exceeded}', now(), now(), now(), now()
+              FROM generate_series(1, $2)
+            """,
+            key_id,
+            BREACHES_COUNTED + 5,
+        )
+        row = await fetch_call_counts(pg, key_id)
+        assert row["breaches"] == BREACHES_COUNTED + 1
+    finally:
+        await transaction.rollback()

@@ -1,9 +1,11 @@
 """The live dashboard in headless Chromium: key once, a call started from the page moves live to
-COMPLETED, and its timeline opens on a click."""
+COMPLETED, and its timeline opens on a click; a queue's tile changes colour with its service
+level."""
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 from playwright.async_api import Page, expect
 
@@ -85,8 +87,66 @@ async def test_calls_posted_as_events_appear_with_their_sla_breach(
     await expect(row.locator(".status")).to_have_text("ANSWERED", timeout=5_000)
     await expect(row.locator(".flag.breach")).to_have_text("wait_sla_exceeded")
     await expect(page.locator("#breaches")).to_have_text("1")
-    await page.select_option("#f-flag", "breach")
+    await page.select_option("#f-flag", "wait_sla_exceeded")
     await expect(page.locator("tr.call")).to_have_count(1)
+    await expect(page.locator("#showing")).to_have_text("showing 1–1 of 1")
+
+
+async def test_the_counters_and_the_list_come_from_the_server_for_every_call_of_the_key(
+    page: Page, platform: Platform, http
+) -> None:
+    """A key with more calls than a page: the counters count them all, the list pages through
+    them ("showing N of M"), and its filters ask the server, so they find calls the page does
+    not hold."""
+    key = await platform.new_key(max_concurrent=100, max_cps=100)
+    headers = {"Authorization": f"Bearer {key}"}
+
+    async def post(body: dict) -> dict:
+        async with http.post(platform.base_url + "/events", headers=headers, json=body) as answer:
+            assert answer.status == 201, await answer.text()
+            return await answer.json()
+
+    async def initiate(queue: str) -> str:
+        started = await post({"event": "call_initiated", "type": "voice", "queue_id": queue})
+        return started["call_id"]
+
+    for _ in range(70):  # ended: older than every queued one
+        ended = await initiate("billing")
+        await post({"event": "call_ended", "call_id": ended, "end_reason": "abandoned"})
+    for _ in range(60):
+        await initiate("support")
+    await sign_in(page, platform, key)
+
+    await expect(page.locator('.counter[data-status="QUEUED"] b')).to_have_text("60")
+    await expect(page.locator('.counter[data-status="COMPLETED"] b')).to_have_text("70")
+    await expect(page.locator("#showing")).to_have_text("showing 1–50 of 130")
+    await expect(page.locator("tr.call")).to_have_count(50)
+    await page.click("#next")
+    await expect(page.locator("#showing")).to_have_text("showing 51–100 of 130")
+    await page.click("#next")
+    await expect(page.locator("#showing")).to_have_text("showing 101–130 of 130")
+    await expect(page.locator("#next")).to_be_disabled()
+
+    # Every completed call is found by the server, though none was on the first page.
+    await page.select_option("#f-status", "COMPLETED")
+    await expect(page.locator("#showing")).to_have_text("showing 1–50 of 70")
+    statuses = await page.locator("tr.call .status").all_text_contents()
+    assert set(statuses) == {"COMPLETED"}
+    await page.select_option("#f-status", "")
+    await page.fill("#f-queue", "support")
+    await page.press("#f-queue", "Enter")
+    await expect(page.locator("#showing")).to_have_text("showing 1–50 of 60")
+    await page.fill("#f-to", "12345")
+    await page.press("#f-to", "Enter")
+    await expect(page.locator("#filter-error")).to_contain_text("to")
+
+    # Live: a new call moves the counters and shows on the first page within a second or two.
+    await page.fill("#f-to", "")
+    await page.press("#f-to", "Enter")
+    fresh = await initiate("support")
+    await expect(page.locator('.counter[data-status="QUEUED"] b')).to_have_text("61", timeout=5_000)
+    await expect(page.locator(f'tr.call[data-id="{fresh}"]')).to_be_visible(timeout=5_000)
+    await expect(page.locator("#showing")).to_have_text("showing 1–50 of 61")
 
 
 MARKUP = {
@@ -216,3 +276,50 @@ async def test_a_calls_timeline_shows_its_status_callback_attempts(
     await expect(steps.nth(3).locator("ul.callbacks li")).to_have_text(
         [re.compile(r"callback #1: 200 · \d+ ms")]
     )
+
+
+async def test_a_queues_tile_turns_from_meeting_to_missing_its_service_level_as_events_arrive(
+    page: Page, platform: Platform, http
+) -> None:
+    """A tile per queue, coloured by its service level against the target (80%), updated by the
+    key stream within 2 s of a transition; a click charts the queue's last hour with uPlot,
+    under the page's Content-Security-Policy."""
+    key = await platform.new_key()
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    await sign_in(page, platform, key)
+    headers = {"Authorization": f"Bearer {key}"}
+
+    async def post(body: dict) -> None:
+        async with http.post(platform.base_url + "/events", headers=headers, json=body) as answer:
+            assert answer.status == 201, await answer.text()
+
+    now = datetime.now(UTC)
+    # Answered in 5 s: the queue meets its service level (100%).
+    await post({"event": "call_initiated", "call_id": "fast", "type": "voice",
+                "queue_id": "front-desk", "occurred_at": (now - timedelta(seconds=5)).isoformat()})  # fmt: skip
+    await post({"event": "call_routed", "call_id": "fast", "agent_id": "a1"})
+    await post({"event": "call_answered", "call_id": "fast"})
+    tile = page.locator('.tile[data-queue="front-desk"]')
+    await expect(tile).to_have_attribute("data-state", "meeting", timeout=5_000)
+    await expect(tile.locator(".sl")).to_have_text("100%")
+    await tile.click()
+    await expect(page.locator("#chart canvas").first).to_be_visible()
+    await expect(page.locator("#chart-title")).to_have_text("front-desk")
+
+    # Answered after 90 s: half the calls within it, under the 80% target.
+    await post({"event": "call_initiated", "call_id": "slow", "type": "voice",
+                "queue_id": "front-desk", "occurred_at": (now - timedelta(seconds=90)).isoformat()})  # fmt: skip
+    await post({"event": "call_routed", "call_id": "slow", "agent_id": "a2"})
+    await post({"event": "call_answered", "call_id": "slow"})
+    await expect(tile).to_have_attribute("data-state", "missing", timeout=2_000)
+    await expect(tile).to_have_class(re.compile(r"\bmissing\b"))
+    await expect(tile.locator(".sl")).to_have_text("50%")
+    await expect(tile.locator(".asa")).to_have_text(
+        re.compile(r"^4[78]s$")
+    )  # (5 + 90) / 2, and a bit
+    # A third call still waiting shows in the tile, and its wait goes on.
+    await post({"event": "call_initiated", "call_id": "waiting", "type": "voice",
+                "queue_id": "front-desk", "occurred_at": (now - timedelta(seconds=30)).isoformat()})  # fmt: skip
+    await expect(tile.locator(".waiting")).to_have_text("1", timeout=2_000)
+    assert not [text for text in console if "Content Security Policy" in text], console

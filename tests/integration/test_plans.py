@@ -15,6 +15,7 @@ from calls.stores import Pools, Stores
 from core.settings import Settings
 from db import calls as db_calls
 from db.pool import create_pool
+from db.stats import Measures
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +42,10 @@ def new_calls(key_id: str, count: int) -> list[db_calls.NewCall]:
     ]
 
 
+# What the moves measure their queues' statistics against: the default settings.
+MEASURES = Measures.of(Settings(_env_file=None))
+
+
 def routed(call_id: str) -> db_calls.Transition:
     return db_calls.Transition(
         call_id, 1, "QUEUED", "RINGING", "call_routed", [], [], datetime.now(UTC)
@@ -59,7 +64,7 @@ async def test_statements_prepared_on_an_empty_table_use_the_key_once_it_has_gro
         early = new_calls(key_id, 10)
         await db_calls.insert_calls(pool, early)
         for call in early:
-            await db_calls.write_transitions(pool, [routed(call.call_id)])
+            await db_calls.write_transitions(pool, [routed(call.call_id)], MEASURES)
             await db_calls.fetch_calls(pool, [call.call_id])
         grown = new_calls(key_id, 20_000)
         for start in range(0, len(grown), 1_000):
@@ -68,7 +73,7 @@ async def test_statements_prepared_on_an_empty_table_use_the_key_once_it_has_gro
         async with pool.acquire() as conn, conn.transaction():
             before = await seq_scans_of_calls(conn)
             moved = await db_calls.write_transitions(
-                conn, [routed(grown[7].call_id), routed(grown[19_000].call_id)]
+                conn, [routed(grown[7].call_id), routed(grown[19_000].call_id)], MEASURES
             )
             found = await db_calls.fetch_calls(conn, [grown[8].call_id])
             assert await seq_scans_of_calls(conn) == before, "a statement read the whole table"
@@ -98,7 +103,7 @@ async def test_only_the_lookup_pool_keeps_one_plan_per_statement(
         calls = new_calls(await new_key(pool), 20)
         await db_calls.insert_calls(pool, calls)
         for call in calls:
-            await db_calls.write_transitions(pool, [routed(call.call_id)])
+            await db_calls.write_transitions(pool, [routed(call.call_id)], MEASURES)
             await db_calls.fetch_calls(pool, [call.call_id])
 
         # The moves' statement, the costliest to plan. (A generic plan is PostgreSQL's choice

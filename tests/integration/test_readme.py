@@ -64,6 +64,8 @@ async def test_the_curl_tour_runs_as_pasted(platform: Platform) -> None:
         '"totalPages"' in lists
         and "event: ready" in lists
         and "mockcomms_total_calls_total" in lists
+        and '"queue_id":"sales"' in lists
+        and '"service_level_pct"' in lists
     )
     assert '"status":"COMPLETED"' in scripted and '"end_reason":"busy"' in scripted
     assert '{"error":"Unauthorized","message":"Invalid API key"}' in refusals

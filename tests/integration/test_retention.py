@@ -143,3 +143,98 @@ async def test_a_call_ended_long_ago_by_its_sender_s_clock_is_kept_until_retenti
     assert status == 201
     await asyncio.sleep(1)  # several upkeep passes
     assert (await api.get_call(made["call_id"]))[0] == 200
+
+
+async def stats_rows(pg: asyncpg.Connection, key_id: str) -> dict[str, int]:
+    """The key's rows of the queue statistics, by table and span."""
+    found = {}
+    for table in ("queue_stats", "agent_stats"):
+        for span, n in await pg.fetch(
+            f"SELECT span, count(*) FROM {table} WHERE api_key_id = $1 GROUP BY span", key_id
+        ):
+            found[f"{table}:{span}"] = n
+    found["stats_deltas"] = await pg.fetchval(
+        "SELECT count(*) FROM stats_deltas WHERE api_key_id = $1", key_id
+    )
+    return found
+
+
+async def an_answered_queue_call(api: Api) -> None:
+    """A call counted in a queue's statistics and an agent's, once upkeep folds it."""
+    _, started, _ = await api.request(
+        "POST", "/events", json={"event": "call_initiated", "type": "voice", "queue_id": "q"}
+    )
+    call_id = started["call_id"]
+    for body in (
+        {"event": "call_routed", "agent_id": "a1"},
+        {"event": "call_answered"},
+        {"event": "call_ended", "end_reason": "completed"},
+    ):
+        status, answer, _ = await api.request("POST", "/events", json=body | {"call_id": call_id})
+        assert status == 201, answer
+
+
+async def wait_until(check, what: str, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.1)
+
+
+async def test_minute_statistics_go_after_retention_and_hours_and_days_stay(
+    keeping_little: Platform, http
+) -> None:
+    api = Api(http, keeping_little, await keeping_little.new_key())
+    await an_answered_queue_call(api)
+    pg = await asyncpg.connect(keeping_little.dsn)
+    try:
+        key_id = await pg.fetchval("SELECT api_key_id FROM calls ORDER BY created_at DESC LIMIT 1")
+
+        async def folded() -> bool:
+            rows = await stats_rows(pg, key_id)
+            return rows["stats_deltas"] == 0 and rows.get("queue_stats:minute") == 1
+
+        await wait_until(folded, "the statistics were never folded")
+        for table in ("queue_stats", "agent_stats"):
+            await pg.execute(
+                f"UPDATE {table} SET starts_at = starts_at - interval '1 day'"
+                " WHERE api_key_id = $1 AND span = 'minute'",
+                key_id,
+            )
+
+        async def minutes_gone() -> bool:
+            rows = await stats_rows(pg, key_id)
+            return not rows.get("queue_stats:minute") and not rows.get("agent_stats:minute")
+
+        await wait_until(minutes_gone, "the old minute rows were never purged")
+        rows = await stats_rows(pg, key_id)
+        assert rows["queue_stats:hour"] == rows["queue_stats:day"] == 1, rows
+        assert rows["agent_stats:hour"] == rows["agent_stats:day"] == 1, rows
+    finally:
+        await pg.close()
+
+
+async def test_a_deleted_keys_statistics_go_before_its_row(keeping_little: Platform, http) -> None:
+    api = Api(http, keeping_little, await keeping_little.new_key())
+    await an_answered_queue_call(api)
+    pg = await asyncpg.connect(keeping_little.dsn)
+    try:
+        key_id = await pg.fetchval("SELECT api_key_id FROM calls ORDER BY created_at DESC LIMIT 1")
+
+        async def folded() -> bool:
+            return (await stats_rows(pg, key_id))["stats_deltas"] == 0
+
+        await wait_until(folded, "the statistics were never folded")
+        # What `python -m db keys delete` does to the key's row.
+        await pg.execute(
+            "UPDATE api_keys SET deleted_at = now(), enabled = false WHERE id = $1", key_id
+        )
+
+        async def key_gone() -> bool:
+            return not await pg.fetchval("SELECT count(*) FROM api_keys WHERE id = $1", key_id)
+
+        await wait_until(key_gone, "the deleted key's row was never dropped")
+        assert not any((await stats_rows(pg, key_id)).values())
+        assert not await pg.fetchval("SELECT count(*) FROM calls WHERE api_key_id = $1", key_id)
+    finally:
+        await pg.close()

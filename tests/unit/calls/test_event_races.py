@@ -23,6 +23,7 @@ from core.settings import Settings
 from db import calls as db_calls
 from db.calls import Transition
 from db.keys import ApiKey
+from db.stats import Measures
 from tests.unit.calls.rows import call_row
 
 KEY = ApiKey("7d1c9a60-5b2e-4c0f-8f3a-2e6b9d4a1c77", "k", b"h" * 32, None, None, True)
@@ -48,7 +49,9 @@ class FakeCalls:
             self.read_count += 1
         return answers
 
-    async def write_transitions(self, conn: Any, transitions: Sequence[Transition]):
+    async def write_transitions(
+        self, conn: Any, transitions: Sequence[Transition], measures: Measures
+    ):
         assert conn is LOOKUPS
         if self.losses:
             self.losses -= 1
