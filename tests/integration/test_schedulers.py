@@ -92,8 +92,9 @@ async def test_timers_keep_firing_while_the_dead_leaders_lock_has_not_lapsed(
     ids = [(await api.create_call())[1]["call_id"] for _ in range(10)]
     await assert_every_call_completed_once(own, api, ids)
 
-    # A call lives 0.3-0.55 s here: done within seconds, with the dead leader's lock in place.
-    assert time.monotonic() - started < 5
+    # A call lives 0.3-0.55 s here: done within seconds, the dead leader's lock (a minute) still
+    # in place.
+    assert time.monotonic() - started < 10
     assert await redis.get(keys.SCHEDULER_LOCK) == token
 
 
@@ -137,8 +138,9 @@ async def test_a_failover_is_logged_at_warning_and_exported(
     took = await logged(standby, "took the lead")
     assert len(took) == 1, took
     assert took[0]["scheduler"] == second and took[0]["previous"] == first
-    # The lock lapsed 1.5 s after the last renewal; the standby tries every 0.5 s.
-    assert 0 <= took[0]["vacant_ms"] <= 600
+    # The lock lapsed 1.5 s after the last renewal; the standby tries every 0.5 s (and a busy
+    # machine may run it late).
+    assert 0 <= took[0]["vacant_ms"] <= 1000
     assert took[0]["since_renewal_ms"] >= 1500
     assert f"after {first}; vacant" in took[0]["msg"]
 
