@@ -32,7 +32,7 @@ _LIVE_COLUMNS = (
 # Columns only calls made for integrators' tests have (a scenario, a status callback): kept in
 # the live view and shown in a call's bodies only when set, so other calls look as they always
 # have.
-_WHEN_SET = ("status_callback", "status_callback_events", "scenario")
+_WHEN_SET = ("status_callback", "status_callback_events", "scenario", "twilio")
 _LIVE_TIMES = (
     "created_at",
     "updated_at",
