@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import orjson
+from yarl import URL
 
 from calls.signing import (
     SIGNATURE_HEADER,
@@ -35,7 +36,8 @@ class Unsignable(Exception):
 @dataclass(frozen=True, slots=True)
 class CallbackRequest:
     method: str
-    url: str
+    # Sent as it is (a yarl URL is never quoted again): a signature over it holds at the receiver.
+    url: URL
     body: bytes | None
     headers: dict[str, str]
 
@@ -53,18 +55,18 @@ def callback_request(claim: Mapping[str, Any], now_s: int) -> CallbackRequest:
         body = orjson.dumps(status_update(claim))
         headers["Content-Type"] = "application/json"
         headers[SIGNATURE_HEADER] = signature_header(claim["signing_secret"], body, now_s)
-        return CallbackRequest("POST", claim["status_callback"], body, headers)
+        return CallbackRequest("POST", URL(claim["status_callback"]), body, headers)
 
     token = claim["auth_token"]
     if token is None:
         raise Unsignable("the key's Auth Token is not kept (was the key deleted?)")
     params = callback_params(claim)
     headers[TWILIO_IDEMPOTENCY_HEADER] = claim["delivery_id"]
-    url = claim["status_callback"]
+    url = URL(claim["status_callback"])
     if twilio.get("status_callback_method") == "GET":
-        url += ("&" if "?" in url else "?") + urlencode(params)
-        headers[TWILIO_SIGNATURE_HEADER] = twilio_signature(token, url, {})
+        url = url.extend_query(params)
+        headers[TWILIO_SIGNATURE_HEADER] = twilio_signature(token, str(url), {})
         return CallbackRequest("GET", url, None, headers)
     headers["Content-Type"] = "application/x-www-form-urlencoded; charset=utf-8"
-    headers[TWILIO_SIGNATURE_HEADER] = twilio_signature(token, url, params)
+    headers[TWILIO_SIGNATURE_HEADER] = twilio_signature(token, str(url), params)
     return CallbackRequest("POST", url, urlencode(params).encode(), headers)

@@ -197,7 +197,7 @@ class Callbacks:
         started = time.perf_counter()
         try:
             request = callback_request(claim, int(time.time()))
-            self._destinations.check_host(URL(request.url).host or "")
+            self._destinations.check_host(request.url.host or "")
             async with self._session().request(
                 request.method,
                 request.url,
