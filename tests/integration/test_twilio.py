@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -157,6 +158,19 @@ async def test_wrong_credentials_are_twilios_20003_and_a_bearer_key_works_too(
     with pytest.raises(TwilioRestException) as refused:
         await account.run(lambda: client.api.v2010.accounts(account.sid).fetch())
     assert (refused.value.status, refused.value.code) == (401, 20003)
+
+
+async def test_the_readmes_python_lines_point_the_sdk_at_the_platform(account: Account) -> None:
+    readme = (ROOT / "README.md").read_text()
+    (block,) = re.findall(r"^```python twilio\n(.*?)^```", readme, flags=re.M | re.S)
+    scope = {"account_sid": account.sid, "auth_token": account.token}
+    exec(block.replace("http://localhost:3000", account.api.platform.base_url), scope)
+    client = scope["client"]
+    created = await account.run(
+        lambda: client.calls.create(to="+15555550101", from_=VALID_FROM, url=URL)
+    )
+    assert created.account_sid == account.sid
+    assert (await account.run(lambda: client.calls(created.sid).fetch())).sid == created.sid
 
 
 # -- calls -----------------------------------------------------------------------------------
