@@ -80,7 +80,7 @@ class Presented:
     account_sid: str | None = None
 
 
-def presented_secret(
+def presented_key(
     request: web.Request, *, allow_query: bool, allow_basic: bool = False
 ) -> Presented:
     """The key the request presents; Unauthorized for an Authorization header of another form

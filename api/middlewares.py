@@ -16,7 +16,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from api import appkeys
-from api.auth import STREAM_TOKEN, TWILIO_MISSING, presented_secret
+from api.auth import STREAM_TOKEN, TWILIO_MISSING, presented_key
 from api.handlers.common import Handler, json_response
 from calls.twilio import MORE_INFO
 from calls.twilio import PREFIX as TWILIO_PREFIX
@@ -225,7 +225,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if route is None or route.public:
         # Not in the route table: a CORS preflight (api/cors.py), which carries no key.
         return await handler(request)
-    presented = presented_secret(request, allow_query=route.query_token, allow_basic=route.twilio)
+    presented = presented_key(request, allow_query=route.query_token, allow_basic=route.twilio)
     keys = request.app[appkeys.KEYS]
     token = request.query.get(STREAM_TOKEN) if route.call_token else None
     if presented.secret is None and token:
