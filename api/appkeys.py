@@ -36,9 +36,11 @@ REGISTRY = web.AppKey("registry", CollectorRegistry)
 # Each aiohttp route and the api.routes.Route that describes it (auth, docs).
 ROUTES = web.AppKey("routes", dict)
 
-# Per request: the caller's key and the request id.
+# Per request: the caller's key and the request id; on the Twilio face, the Auth Token the
+# request presented (the key's secret: kept in memory for the request only, never logged).
 API_KEY = "api_key"
 REQUEST_ID = "request_id"
+AUTH_TOKEN = "auth_token"
 
 
 def api_key(request: web.Request) -> ApiKey:
