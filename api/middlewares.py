@@ -137,6 +137,11 @@ def _failure(request: web.Request, exc: Exception) -> Failure:
         case web.HTTPException():
             allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
             return Failure(exc.status, exc.text or exc.reason, None, allow)
+        case TimeoutError():
+            # Before OSError, of which it is one: a store that did not answer in time (either).
+            log.warning("a store timed out on %s %s", request.method, request.path)
+            message = "A store did not answer in time; try again shortly"
+            return Failure(503, message, None, _RETRY_SOON)
         case (
             asyncpg.PostgresConnectionError()
             # The server shutting down or starting up (57P01, 57P03, ...), and the client state
