@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator
 
@@ -18,6 +19,7 @@ from api.middlewares import (
     request_id,
     security_headers,
 )
+from api.openapi import build_document
 from api.realtime.hub import Hub
 from api.realtime.stream_counts import StreamCounts
 from api.routes import setup_routes
@@ -122,5 +124,10 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.on_shutdown.append(_end_streams)
     app.cleanup_ctx.extend([_stores, _recordings, _hub])
     setup_routes(app)
+    routes = list(app[appkeys.ROUTES].values())
+    # The same few server URLs ask for it again and again; a hostile Host header gets no more.
+    app[appkeys.OPENAPI] = functools.lru_cache(maxsize=16)(
+        functools.partial(build_document, routes)
+    )
     enable_cors(app, settings.cors_origins, app[appkeys.ROUTES])
     return app

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Histogram
 
@@ -35,11 +38,17 @@ REQUEST_SECONDS_BY_LABELS = web.AppKey("request_seconds_by_labels", dict)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 # Each aiohttp route and the api.routes.Route that describes it (auth, docs).
 ROUTES = web.AppKey("routes", dict)
+# The OpenAPI document of those routes for a server URL (api/openapi.py), built by the app
+# factory, so no handler imports the document's builder (which reads the route table).
+OPENAPI: web.AppKey[Callable[[str], dict[str, Any]]] = web.AppKey("openapi")
 
-# Per request: the caller's key, the request id, and the status its answer started with.
+# Per request: the caller's key, the request id, and the status its answer started with; on the
+# Twilio face, the Auth Token the request presented (the key's secret: kept in memory for the
+# request only, never logged).
 API_KEY = "api_key"
 REQUEST_ID = "request_id"
 RESPONSE_STATUS = "response_status"
+AUTH_TOKEN = "auth_token"
 
 
 def api_key(request: web.Request) -> ApiKey:

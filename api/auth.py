@@ -9,6 +9,7 @@ import hmac
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from core.clock import iso, now_ms
 from core.errors import Unauthorized
+from core.sids import is_account_sid
 from db.keys import ApiKey, fetch_key_by_hash, fetch_key_by_id, hash_secret
 
 # Keys remembered per process, and unknown secrets (kept apart, so a flood of made-up secrets
@@ -29,6 +31,9 @@ UNKNOWN_TTL_MS = 1_000
 
 
 MISSING = "Missing API key: send Authorization: Bearer <key>, or X-API-Key: <key>"
+TWILIO_MISSING = (
+    "Missing credentials: send HTTP Basic AccountSid:AuthToken (the Auth Token is your API key)"
+)
 # Schemes a client may mean in an Authorization header: named back when it sends one (any
 # other first word could be the key itself, which is never echoed).
 _SCHEMES = {"basic", "digest", "token", "apikey", "api-key", "key", "bearer"}
@@ -66,25 +71,57 @@ def _token_parts(token: str) -> tuple[str, int, str]:
     return key_id, expires_s, signature
 
 
-def presented_secret(request: web.Request, *, allow_query: bool) -> str | None:
-    """The key the request presents, or None when it presents none at all; Unauthorized for an
-    Authorization header of another form (saying which form is taken)."""
+@dataclass(frozen=True, slots=True)
+class Presented:
+    """What a request presents: the key (None: none at all) and, with HTTP Basic (the Twilio
+    face), the Account SID it names the key by."""
+
+    secret: str | None
+    account_sid: str | None = None
+
+
+def presented_key(
+    request: web.Request, *, allow_query: bool, allow_basic: bool = False
+) -> Presented:
+    """The key the request presents; Unauthorized for an Authorization header of another form
+    (saying which form is taken). `allow_basic`: HTTP Basic `AccountSid:AuthToken` too (the
+    Twilio face, whose Auth Token is the key)."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.strip().partition(" ")
     if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
+        return Presented(token.strip())
+    if allow_basic and scheme.lower() == "basic" and token.strip():
+        return _basic(token.strip())
     if request.headers.get("X-API-Key"):
-        return request.headers["X-API-Key"].strip()
+        return Presented(request.headers["X-API-Key"].strip())
     # Browsers cannot set headers on EventSource or WebSocket, so streams take it in the URL.
     if allow_query and request.query.get("access_token"):
-        return request.query["access_token"]
+        return Presented(request.query["access_token"])
     if header.strip():
         given = f"'{scheme}'" if scheme.lower() in _SCHEMES else "a bare key"
+        taken = "'Basic <AccountSid:AuthToken>', " if allow_basic else ""
         raise Unauthorized(
-            f"Authorization must be 'Bearer <key>', not {given}: send Authorization: Bearer"
-            " <key>, or X-API-Key: <key>"
+            f"Authorization must be {taken}'Bearer <key>', not {given}: send Authorization:"
+            " Bearer <key>, or X-API-Key: <key>"
         )
-    return None
+    return Presented(None)
+
+
+def _basic(encoded: str) -> Presented:
+    """HTTP Basic credentials: an Account SID and its Auth Token (the key)."""
+    try:
+        decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
+    except ValueError:
+        raise Unauthorized("Basic credentials must be base64 of AccountSid:AuthToken") from None
+    username, colon, password = decoded.partition(":")
+    if not colon or not password:
+        raise Unauthorized("Basic credentials must be AccountSid:AuthToken, the token not empty")
+    if not is_account_sid(username):
+        raise Unauthorized(
+            "The Basic username must be your Account SID (AC and 32 hex digits: GET"
+            " /2010-04-01/Accounts.json, or `python -m db keys list`)"
+        )
+    return Presented(password, username)
 
 
 class KeyResolver:
@@ -100,9 +137,9 @@ class KeyResolver:
         self._unknown: OrderedDict[bytes, int] = OrderedDict()
         self._looking_up: dict[bytes, asyncio.Future[ApiKey | None]] = {}
 
-    async def resolve(self, secret: str | None) -> ApiKey:
+    async def resolve(self, secret: str | None, *, missing: str = MISSING) -> ApiKey:
         if not secret:
-            raise Unauthorized(MISSING)
+            raise Unauthorized(missing)
         digest = hash_secret(secret)
         key = await self._lookup(digest)
         # The lookup is by hash; compare the stored hash in constant time all the same.

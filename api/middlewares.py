@@ -7,6 +7,7 @@ import logging
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from http import HTTPStatus
 
 import asyncpg
@@ -15,8 +16,10 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from api import appkeys
-from api.auth import STREAM_TOKEN, presented_secret
-from api.handlers.common import Handler
+from api.auth import STREAM_TOKEN, TWILIO_MISSING, presented_key
+from api.handlers.common import Handler, json_response
+from calls.twilio import MORE_INFO
+from calls.twilio import PREFIX as TWILIO_PREFIX
 from core import logs
 from core.call_ids import parse_call_id
 from core.errors import (
@@ -28,6 +31,7 @@ from core.errors import (
     Unauthorized,
     Unprocessable,
 )
+from db.keys import ApiKey
 
 log = logging.getLogger(__name__)
 
@@ -120,73 +124,121 @@ def _observe(request: web.Request, status: str, started: float) -> None:
     histogram.observe(time.perf_counter() - started)
 
 
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """An error as the client is told of it, before its face gives it a shape: the status, what
+    went wrong, our reason phrase (default: the status's), headers, and Twilio's code."""
+
+    status: int
+    message: str
+    reason: str | None = None
+    headers: dict[str, str] | None = None
+    code: int | None = None
+
+
+def _failure(request: web.Request, exc: Exception) -> Failure:
+    """What a domain error, aiohttp's own HTTP error or a store outage tells the client."""
+    match exc:
+        case RateLimited():
+            headers = rate_limit_headers(exc.limit, exc.remaining, exc.reset_s, exc.policy)
+            headers["Retry-After"] = str(exc.reset_s)
+            return Failure(429, exc.message, "Rate limit exceeded", headers, exc.code)
+        case DomainError():
+            status = next(code for kind, code in _STATUS.items() if isinstance(exc, kind))
+            return Failure(status, exc.message, code=exc.code)
+        case web.HTTPRequestEntityTooLarge():
+            limit = request.app[appkeys.SETTINGS].max_body_bytes
+            return Failure(413, f"Request body is larger than the limit of {limit} bytes")
+        case web.HTTPMethodNotAllowed():
+            allowed = ", ".join(sorted(exc.allowed_methods))
+            message = f"{request.method} is not allowed here; use {allowed}"
+            return Failure(405, message, None, {"Allow": allowed})
+        case web.HTTPNotFound():
+            return Failure(404, f"No route for {request.method} {request.path}")
+        case web.HTTPException():
+            allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            return Failure(exc.status, exc.text or exc.reason, None, allow)
+        case TimeoutError():
+            # Before OSError, of which it is one: a store that did not answer in time (either).
+            log.warning("a store timed out on %s %s", request.method, request.path)
+            message = "A store did not answer in time; try again shortly"
+            return Failure(503, message, None, _RETRY_SOON)
+        case (
+            asyncpg.PostgresConnectionError()
+            # The server shutting down or starting up (57P01, 57P03, ...), and the client state
+            # a connection cut mid-statement leaves behind.
+            | asyncpg.exceptions.OperatorInterventionError()
+            | asyncpg.exceptions.InternalClientError()
+            | asyncpg.InterfaceError()
+            | asyncpg.CannotConnectNowError()
+            | asyncpg.TooManyConnectionsError()
+            | ConnectionError()
+            | OSError()
+        ):
+            log.warning("PostgreSQL unavailable: %r", exc)
+            return Failure(503, "PostgreSQL is unavailable; try again shortly", None, _RETRY_SOON)
+        case RedisError():
+            log.warning("Redis unavailable: %r", exc)
+            return Failure(503, "Redis is unavailable; try again shortly", None, _RETRY_SOON)
+    log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return Failure(500, "Internal error; the request id is in X-Request-ID")
+
+
+_RETRY_SOON = {"Retry-After": "1"}
+
+
+def _ours(failure: Failure) -> web.Response:
+    headers = dict(failure.headers or {})
+    if failure.status == 401:
+        # RFC 6750: a 401 says which scheme the API takes.
+        headers["WWW-Authenticate"] = 'Bearer realm="mock-comms"'
+    return error_response(failure.status, failure.message, error=failure.reason, headers=headers)
+
+
+# Twilio's codes of the errors that are not about one parameter; any other status is 20000 plus
+# the status, as Twilio's own are (20404, 20429, 20500, 20503).
+_TWILIO_CODES = {401: 20003, 405: 20004}
+
+
+def _twilio(failure: Failure) -> web.Response:
+    """Twilio's error shape: `{code, message, more_info, status}`."""
+    code = failure.code or _TWILIO_CODES.get(failure.status, 20000 + failure.status)
+    headers = dict(failure.headers or {})
+    if failure.status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="mock-comms", Bearer realm="mock-comms"'
+    body = {
+        "code": code,
+        "message": failure.message,
+        "more_info": MORE_INFO.format(code=code),
+        "status": failure.status,
+    }
+    return json_response(body, status=failure.status, headers=headers)
+
+
+def _is_twilio(request: web.Request) -> bool:
+    """Whether the request is to the Twilio face: a route of it, or a path under its prefix
+    (an unknown one, or a method it does not take, is answered in its words too)."""
+    route = request.app[appkeys.ROUTES].get(request.match_info.route)
+    if route is not None:
+        return route.twilio
+    return request.path.startswith(TWILIO_PREFIX + "/")
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map domain errors, aiohttp's own HTTP errors and store outages to the JSON error shape."""
+    """Map domain errors, aiohttp's own HTTP errors and store outages to the error shape of the
+    route's face: ours (`{"error", "message"}`), or Twilio's on the Twilio face."""
     try:
         return await handler(request)
-    except RateLimited as exc:
-        headers = rate_limit_headers(exc.limit, exc.remaining, exc.reset_s, exc.policy) | {
-            "Retry-After": str(exc.reset_s)
-        }
-        return error_response(429, exc.message, error="Rate limit exceeded", headers=headers)
-    except Unauthorized as exc:
-        # RFC 6750: a 401 says which scheme the API takes.
-        return error_response(
-            401, exc.message, headers={"WWW-Authenticate": 'Bearer realm="mock-comms"'}
-        )
-    except DomainError as exc:
-        status = next(code for kind, code in _STATUS.items() if isinstance(exc, kind))
-        return error_response(status, exc.message)
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[appkeys.SETTINGS].max_body_bytes
-        return error_response(413, f"Request body is larger than the limit of {limit} bytes")
-    except web.HTTPMethodNotAllowed as exc:
-        allowed = ", ".join(sorted(exc.allowed_methods))
-        return error_response(
-            405, f"{request.method} is not allowed here; use {allowed}", headers={"Allow": allowed}
-        )
-    except web.HTTPNotFound:
-        return error_response(404, f"No route for {request.method} {request.path}")
+    except asyncio.CancelledError:
+        raise
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(
-            exc.status,
-            exc.text or exc.reason,
-            headers={"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None,
-        )
-    except (
-        asyncpg.PostgresConnectionError,
-        # The server shutting down or starting up (57P01, 57P03, ...), and the client state a
-        # connection cut mid-statement leaves behind.
-        asyncpg.exceptions.OperatorInterventionError,
-        asyncpg.exceptions.InternalClientError,
-        asyncpg.InterfaceError,
-        asyncpg.CannotConnectNowError,
-        asyncpg.TooManyConnectionsError,
-        ConnectionError,
-        OSError,
-    ) as exc:
-        log.warning("PostgreSQL unavailable: %r", exc)
-        return error_response(
-            503, "PostgreSQL is unavailable; try again shortly", headers={"Retry-After": "1"}
-        )
-    except RedisError as exc:
-        log.warning("Redis unavailable: %r", exc)
-        return error_response(
-            503, "Redis is unavailable; try again shortly", headers={"Retry-After": "1"}
-        )
-    except TimeoutError:
-        log.warning("store timed out on %s %s", request.method, request.path)
-        return error_response(
-            503, "A store did not answer in time; try again shortly", headers={"Retry-After": "1"}
-        )
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "Internal error; the request id is in X-Request-ID")
+        failure = _failure(request, exc)
+    except Exception as exc:
+        failure = _failure(request, exc)
+    return _twilio(failure) if _is_twilio(request) else _ours(failure)
 
 
 @web.middleware
@@ -199,13 +251,27 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if route is None or route.public:
         # Not in the route table: a CORS preflight (api/cors.py), which carries no key.
         return await handler(request)
-    secret = presented_secret(request, allow_query=route.query_token)
+    presented = presented_key(request, allow_query=route.query_token, allow_basic=route.twilio)
     keys = request.app[appkeys.KEYS]
     token = request.query.get(STREAM_TOKEN) if route.call_token else None
-    if secret is None and token:
+    if presented.secret is None and token:
         # The same call id the handler reads (a 400 here if it cannot be one).
         raw_id = request.match_info.get("call_id") or request.query.get("call_id", "")
         request[appkeys.API_KEY] = await keys.resolve_stream_token(token, parse_call_id(raw_id))
+    elif route.twilio:
+        key = await keys.resolve(presented.secret or None, missing=TWILIO_MISSING)
+        _check_account(key, presented.account_sid, match_info.get("account_sid"))
+        request[appkeys.API_KEY] = key
+        # Its Auth Token, which its Twilio callbacks are signed with (api/handlers/twilio.py).
+        request[appkeys.AUTH_TOKEN] = presented.secret
     else:
-        request[appkeys.API_KEY] = await keys.resolve(secret)
+        request[appkeys.API_KEY] = await keys.resolve(presented.secret)
     return await handler(request)
+
+
+def _check_account(key: ApiKey, named: str | None, in_path: str | None) -> None:
+    """The Account SID of the Basic credentials and of the path, where given, are the key's."""
+    if named is not None and named != key.account_sid:
+        raise Unauthorized("The Account SID does not match the Auth Token")
+    if in_path is not None and in_path != key.account_sid:
+        raise Unauthorized(f"The credentials are not those of account {in_path[:64]}")

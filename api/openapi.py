@@ -36,6 +36,16 @@ _ERROR_EXAMPLES = {
     429: "Maximum concurrent calls reached (3)",
     503: "PostgreSQL is unavailable; try again shortly",
 }
+# The Twilio face's errors are Twilio's shape, with Twilio's code for each.
+_TWILIO_ERROR_EXAMPLES = {
+    400: (21211, "The 'To' number 12345 is not a valid phone number (E.164: +14155550123)"),
+    401: (20003, "The Account SID does not match the Auth Token"),
+    404: (20404, "The requested resource /2010-04-01/Accounts/AC…/Calls/CA….json was not found"),
+    405: (20004, "DELETE is not allowed here; use GET, POST"),
+    413: (20413, "Request body is larger than the limit of 65536 bytes"),
+    429: (20429, "Calls per second limit exceeded (2)"),
+    503: (20503, "PostgreSQL is unavailable; try again shortly"),
+}
 _RATE_HEADERS = {
     "Retry-After": (
         "Seconds to wait before trying again: at the concurrency limit, until the key's "
@@ -81,6 +91,12 @@ def build_document(routes: list[Route], server_url: str) -> dict[str, Any]:
             "schemas": schema.get("$defs", {}),
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
+                "basic": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "The Twilio face: AccountSid:AuthToken (the Auth Token is the"
+                    " API key; the Account SID is in GET /2010-04-01/Accounts.json).",
+                },
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "accessToken": {"type": "apiKey", "in": "query", "name": "access_token"},
                 "streamToken": {
@@ -103,7 +119,10 @@ def _template(path: str) -> str:
 
 
 def _models(routes: list[Route]) -> list[type[BaseModel]]:
-    found: dict[str, type[BaseModel]] = {"Error": response_models.Error}
+    found: dict[str, type[BaseModel]] = {
+        "Error": response_models.Error,
+        "TwilioError": response_models.TwilioError,
+    }
     for route in routes:
         for model in (route.body, route.query, route.callback, *route.ok.values()):
             if isinstance(model, type) and issubclass(model, BaseModel):
@@ -132,14 +151,17 @@ def _operation(route: Route) -> dict[str, Any]:
     }
     if route.public:
         operation["security"] = []
+    elif route.twilio:
+        operation["security"] = [{"basic": []}, {"bearer": []}, {"apiKey": []}]
     elif route.query_token:
         operation["security"] = [{"bearer": []}, {"apiKey": []}, {"accessToken": []}]
         if route.call_token:
             operation["security"].append({"streamToken": []})
     if route.body is not None:
+        body_type = "application/x-www-form-urlencoded" if route.twilio else "application/json"
         operation["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": _ref(route.body)}},
+            "content": {body_type: {"schema": _ref(route.body)}},
         }
     if route.callback is not None:
         operation["callbacks"] = {"statusCallback": _status_callback(route.callback)}
@@ -149,17 +171,7 @@ def _operation(route: Route) -> dict[str, Any]:
     for status in sorted(errors):
         response = {
             "description": HTTPStatus(status).phrase,
-            "content": {
-                "application/json": {
-                    "schema": _ref(response_models.Error),
-                    "example": {
-                        "error": HTTPStatus(status).phrase
-                        if status != 429
-                        else "Rate limit exceeded",
-                        "message": _ERROR_EXAMPLES[status],
-                    },
-                }
-            },
+            "content": {"application/json": _error_content(status, twilio=route.twilio)},
         }
         if status == 429:
             response["headers"] = {
@@ -170,9 +182,10 @@ def _operation(route: Route) -> dict[str, Any]:
                 for name, text in _RATE_HEADERS.items()
             }
         if status == 401:
+            schemes = 'Basic realm="mock-comms", Bearer' if route.twilio else "Bearer"
             response["headers"] = {
                 "WWW-Authenticate": {
-                    "description": 'The scheme the API takes: Bearer realm="mock-comms".',
+                    "description": f'The schemes the route takes: {schemes} realm="mock-comms".',
                     "schema": {"type": "string"},
                 }
             }
@@ -185,6 +198,22 @@ def _operation(route: Route) -> dict[str, Any]:
             }
         operation["responses"][str(status)] = response
     return operation
+
+
+def _error_content(status: int, *, twilio: bool) -> dict[str, Any]:
+    """An error answer's JSON: ours, or Twilio's on the Twilio face."""
+    if twilio:
+        code, message = _TWILIO_ERROR_EXAMPLES[status]
+        example: dict[str, Any] = {
+            "code": code,
+            "message": message,
+            "more_info": f"https://www.twilio.com/docs/errors/{code}",
+            "status": status,
+        }
+        return {"schema": _ref(response_models.TwilioError), "example": example}
+    reason = HTTPStatus(status).phrase if status != 429 else "Rate limit exceeded"
+    example = {"error": reason, "message": _ERROR_EXAMPLES[status]}
+    return {"schema": _ref(response_models.Error), "example": example}
 
 
 # The headers of every status callback (calls/callbacks.py, calls/signing.py).

@@ -409,7 +409,7 @@ def snake_case_keys(body: dict[str, Any]) -> dict[str, Any]:
     return converted
 
 
-_HINTS = {
+HINTS = {
     "string_pattern_mismatch": "must be an E.164 phone number such as +14155550123",
     "string_type": "must be a string",
     "dict_type": "must be a JSON object",
@@ -477,7 +477,7 @@ def _validate(model: type[BaseModel], data: dict[str, Any]) -> Any:
                 choices = re.findall(r"'([^']*)'", error["ctx"]["expected"])
                 bad.append(f"{field} must be one of {', '.join(choices)}")
             else:
-                bad.append(f"{field} {_HINTS.get(kind, error['msg'].lower())}")
+                bad.append(f"{field} {HINTS.get(kind, error['msg'].lower())}")
         parts = []
         if missing:
             parts.append("Missing required fields: " + ", ".join(missing))

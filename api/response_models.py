@@ -52,6 +52,19 @@ class Plan(BaseModel):
 # Shown only for a call created with them.
 _SCENARIO = Field(default=None, description="Only for a call created with a scenario.")
 _CALLBACK = Field(default=None, description="Only for a call created with a status callback.")
+_TWILIO = Field(default=None, description="Only for a call created through the Twilio face.")
+
+
+class TwilioRequest(BaseModel):
+    """What a call created through the Twilio face asked for beyond our fields: kept, never run
+    (no TwiML is fetched or executed)."""
+
+    url: str | None
+    method: Literal["GET", "POST"] | None
+    twiml: str | None
+    application_sid: str | None
+    timeout: int | None
+    status_callback_method: Literal["GET", "POST"] | None
 
 
 class CreatedCall(BaseModel):
@@ -66,6 +79,7 @@ class CreatedCall(BaseModel):
     scenario: Plan | None = _SCENARIO
     status_callback: str | None = _CALLBACK
     status_callback_events: list[Status] | None = _CALLBACK
+    twilio: TwilioRequest | None = _TWILIO
 
 
 class Call(BaseModel):
@@ -86,6 +100,7 @@ class Call(BaseModel):
     scenario: Plan | None = _SCENARIO
     status_callback: str | None = _CALLBACK
     status_callback_events: list[Status] | None = _CALLBACK
+    twilio: TwilioRequest | None = _TWILIO
 
 
 class CallPage(BaseModel):
@@ -278,3 +293,85 @@ class StatsMessage(QueueFigures):
     until: str
     service_level_s: float
     service_level_target_pct: float
+
+
+# -- the Twilio face (/2010-04-01/...): Twilio's shapes ---------------------------------------
+
+TwilioStatus = Literal[
+    "queued", "ringing", "in-progress", "completed", "busy", "no-answer", "failed", "canceled"
+]
+_RFC2822 = Field(examples=["Wed, 18 Aug 2010 20:01:40 +0000"])
+
+
+class TwilioError(BaseModel):
+    """Every error of the Twilio face, as Twilio answers one."""
+
+    code: int = Field(examples=[21211], description="Twilio's error code.")
+    message: str = Field(examples=["The 'To' number 12345 is not a valid phone number."])
+    more_info: str = Field(examples=["https://www.twilio.com/docs/errors/21211"])
+    status: int = Field(examples=[400], description="The HTTP status, again.")
+
+
+class TwilioCall(BaseModel):
+    """A call as Twilio's Call resource."""
+
+    sid: str = Field(pattern=r"^CA[0-9a-f]{32}$")
+    account_sid: str = Field(pattern=r"^AC[0-9a-f]{32}$")
+    parent_call_sid: None
+    to: str | None
+    to_formatted: str | None
+    from_: str | None = Field(alias="from")
+    from_formatted: str | None
+    phone_number_sid: None
+    status: TwilioStatus
+    start_time: str | None = _RFC2822
+    end_time: str | None = _RFC2822
+    duration: str | None = Field(description="Whole seconds talked, once ended; null before.")
+    price: None
+    price_unit: str
+    direction: Literal["outbound-api"]
+    answered_by: None
+    api_version: Literal["2010-04-01"]
+    forwarded_from: None
+    group_sid: None
+    caller_name: None
+    queue_time: str
+    trunk_sid: None
+    date_created: str = _RFC2822
+    date_updated: str = _RFC2822
+    uri: str
+    subresource_uris: dict[str, str]
+
+
+class _TwilioPage(BaseModel):
+    page: int
+    page_size: int
+    start: int
+    end: int
+    uri: str
+    first_page_uri: str
+    next_page_uri: str | None
+    previous_page_uri: str | None
+
+
+class TwilioCallPage(_TwilioPage):
+    calls: list[TwilioCall]
+
+
+class TwilioAccount(BaseModel):
+    """A key as Twilio's Account resource (never with its Auth Token)."""
+
+    sid: str = Field(pattern=r"^AC[0-9a-f]{32}$")
+    owner_account_sid: str
+    friendly_name: str
+    status: Literal["active"]
+    type: Literal["Full"]
+    auth_token: None
+    date_created: str | None = _RFC2822
+    date_updated: str | None = _RFC2822
+    uri: str
+    subresource_uris: dict[str, str]
+
+
+class TwilioAccountPage(_TwilioPage):
+    accounts: list[TwilioAccount]

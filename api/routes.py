@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from pydantic import BaseModel
 
-from api import appkeys, request_models, response_models
+from api import appkeys, request_models, response_models, twilio_requests
 from api.handlers import (
     callbacks,
     calls,
@@ -20,6 +20,7 @@ from api.handlers import (
     recordings,
     stats,
     streams,
+    twilio,
 )
 from api.handlers.common import Handler
 
@@ -53,11 +54,15 @@ class Route:
     tag: str = "calls"
     # What the platform POSTs to the URL the body's `status_callback` names (its callbacks).
     callback: type[BaseModel] | None = None
+    # The Twilio face: Twilio's form bodies and error shape, and HTTP Basic AccountSid:AuthToken
+    # besides our own ways of presenting the key.
+    twilio: bool = False
 
 
 # One line per route, so the table reads top to bottom (hence no formatter and long lines here).
 # fmt: off
 P = {"public": True, "tag": "platform"}
+T = {"twilio": True, "tag": "twilio"}
 ROUTES: list[Route] = [
     Route("GET",  "/",              health.index,    "What this is and where to go",  {200: response_models.Index}, **P),
     Route("GET",  "/health",        health.health,   "Liveness",                      {200: response_models.Health}, **P),
@@ -91,6 +96,13 @@ ROUTES: list[Route] = [
     Route("GET",  "/api/calls",     calls.list_calls, "The key's calls, newest first", {200: response_models.CallPage}, (400,), query=request_models.ListCalls, tag="events"),
     Route("GET",  "/api/stats/queues", stats.queue_stats, "Each queue's service level, abandonment, ASA, AHT over a window, and who waits now", {200: response_models.QueueStats}, (400,), query=request_models.QueueStatsQuery, tag="stats"),
     Route("GET",  "/api/calls/{call_id}/events", events.call_events, "A call's history, in order, a page at a time", {200: response_models.History}, (400, 404), query=request_models.HistoryPage, tag="events"),
+    # The Twilio face: Twilio's Calls API over the same calls (api/handlers/twilio.py).
+    Route("GET",  "/2010-04-01/Accounts.json", twilio.list_accounts, "The caller's account, as Twilio's Accounts list", {200: response_models.TwilioAccountPage}, **T),
+    Route("GET",  "/2010-04-01/Accounts/{account_sid}.json", twilio.get_account, "The caller's account", {200: response_models.TwilioAccount}, **T),
+    Route("POST", "/2010-04-01/Accounts/{account_sid}/Calls.json", twilio.create_call, "Create a call (Twilio's Calls API)", {201: response_models.TwilioCall}, (400, 429), body=twilio_requests.CreateTwilioCall, **T),
+    Route("GET",  "/2010-04-01/Accounts/{account_sid}/Calls.json", twilio.list_calls, "The account's calls, newest first (Twilio's page)", {200: response_models.TwilioCallPage}, (400,), query=twilio_requests.ListTwilioCalls, **T),
+    Route("GET",  "/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json", twilio.get_call, "One call", {200: response_models.TwilioCall}, (404,), **T),
+    Route("POST", "/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json", twilio.update_call, "Hang a call up (Status=completed or canceled)", {200: response_models.TwilioCall}, (400, 404), body=twilio_requests.UpdateTwilioCall, **T),
 ]
 # fmt: on
 

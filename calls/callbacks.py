@@ -23,18 +23,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-import orjson
 from redis.exceptions import RedisError
 from yarl import URL
 
 from calls import metrics as shared_metrics
 from calls.batches import Batcher
+from calls.callback_requests import Unsignable, callback_request
 from calls.dead_letters import DeadLetters, RetryFailed
 from calls.destinations import Destinations, GuardedResolver, RefusedDestination
-from calls.signing import SIGNATURE_HEADER, signature_header
 from calls.stores import Stores
 from calls.timers import DueTimer, Timers
-from calls.views import status_update
 from core import keys
 from core.backoff import backoff_ms
 from core.clock import now_ms
@@ -45,9 +43,6 @@ log = logging.getLogger(__name__)
 
 Row = Mapping[str, Any]
 
-DELIVERY_HEADER = "X-MockComms-Delivery"
-ATTEMPT_HEADER = "X-MockComms-Attempt"
-USER_AGENT = "mock-comms-callbacks/1.0"
 # A receiver's answer is read (so its connection can be kept) only when it says it is this
 # small; a larger one is not read, and its connection is closed.
 ANSWER_READ_MAX = 64 * 1024
@@ -191,31 +186,30 @@ class Callbacks:
     # -- one attempt -------------------------------------------------------------------------
 
     async def _attempt(self, claim: Row, *, retry: bool = True) -> Attempt:
-        """POST the claimed delivery once; what the receiver answered, and what the delivery
-        becomes: delivered (2xx), stopped (410), pending again (any other answer, a timeout,
-        a connection error) while attempts are left and `retry`, else failed."""
+        """Send the claimed delivery once, in its call's format (calls/callback_requests.py);
+        what the receiver answered, and what the delivery becomes: delivered (2xx), stopped
+        (410), pending again (any other answer, a timeout, a connection error) while attempts
+        are left and `retry`, else failed."""
         settings = self._stores.settings
-        body = orjson.dumps(status_update(claim))
-        url = claim["status_callback"]
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            SIGNATURE_HEADER: signature_header(claim["signing_secret"], body, int(time.time())),
-            DELIVERY_HEADER: claim["delivery_id"],
-            ATTEMPT_HEADER: str(claim["attempt"]),
-        }
         status_code: int | None = None
         error: str | None = None
         attempted_at = datetime.now(UTC)
         started = time.perf_counter()
         try:
-            self._destinations.check_host(URL(url).host or "")
-            async with self._session().post(
-                url, data=body, headers=headers, allow_redirects=False
+            request = callback_request(claim, int(time.time()))
+            self._destinations.check_host(request.url.host or "")
+            async with self._session().request(
+                request.method,
+                request.url,
+                data=request.body,
+                headers=request.headers,
+                allow_redirects=False,
             ) as answer:
                 status_code = answer.status
                 if answer.content_length is not None and answer.content_length <= ANSWER_READ_MAX:
                     await answer.read()
+        except Unsignable as exc:
+            error = f"not signed: {exc}"
         except TimeoutError:
             error = f"timeout: no answer within {settings.callback_timeout_ms} ms"
         except (aiohttp.ClientError, OSError) as exc:

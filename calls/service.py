@@ -61,10 +61,12 @@ class CallService:
         status_callback: str | None = None,
         status_callback_events: list[str] | None = None,
         queue_id: str | None = None,
+        twilio: dict[str, Any] | None = None,
     ) -> Created:
         """Create a simulated call within the key's limits and start its timers; a `scenario`
         fixes its course (calls/scenarios.py), a `status_callback` gets its transitions
-        (calls/callbacks.py): a host outside CALLBACK_ALLOWED_HOSTS is a BadRequest.
+        (calls/callbacks.py): a host outside CALLBACK_ALLOWED_HOSTS is a BadRequest. `twilio`:
+        what a create through the Twilio face asked for (its callbacks are then Twilio's).
 
         The call is committed to PostgreSQL before this returns. A request refused by a limit, or
         repeating an Idempotency-Key, takes no limit slot.
@@ -118,6 +120,7 @@ class CallService:
                 scenario=None if scenario is None else make_plan(scenario, settings).as_json(),
                 status_callback=status_callback,
                 status_callback_events=status_callback_events,
+                twilio=twilio,
             )
         )
         row = await self._limiter.keep_if_created(inserted, key.id, call_id)

@@ -7,15 +7,23 @@ The HMAC key is the whole signing secret, `whsec_` included, as UTF-8. A receive
 signature over the raw body as received (before any JSON parsing), compares in constant time,
 and refuses a timestamp more than five minutes from its own clock, so a recorded callback cannot
 be replayed later.
+
+The Twilio face's callbacks are signed as Twilio signs them instead (`twilio_signature`), so the
+Twilio SDKs' own RequestValidator checks them:
+
+    X-Twilio-Signature: base64(HMAC-SHA1(auth token, url + every name and value, by name))
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import time
+from collections.abc import Mapping
 
 SIGNATURE_HEADER = "X-MockComms-Signature"
+TWILIO_SIGNATURE_HEADER = "X-Twilio-Signature"
 # How far a callback's timestamp may be from the receiver's clock, either way.
 TOLERANCE_S = 300
 
@@ -63,3 +71,12 @@ def verify(
     if not any(hmac.compare_digest(expected, candidate) for candidate in candidates):
         raise SignatureError("no signature matches the body")
     return timestamp
+
+
+def twilio_signature(auth_token: str, url: str, params: Mapping[str, str]) -> str:
+    """X-Twilio-Signature of a request to `url` (the whole URL the receiver is sent to, its query
+    included) with the form `params` of its body (none for a GET): the URL, then each parameter's
+    name and value in the order of the names, HMAC-SHA1 with the Auth Token, in base64."""
+    signed = url + "".join(name + params[name] for name in sorted(params))
+    digest = hmac.digest(auth_token.encode(), signed.encode(), hashlib.sha1)
+    return base64.b64encode(digest).decode()

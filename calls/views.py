@@ -29,10 +29,10 @@ _LIVE_COLUMNS = (
     "agent_id",
     "end_reason",
 )
-# Columns only calls made for integrators' tests have (a scenario, a status callback): kept in
-# the live view and shown in a call's bodies only when set, so other calls look as they always
-# have.
-_WHEN_SET = ("status_callback", "status_callback_events", "scenario")
+# Columns only calls made for integrators' tests have (a scenario, a status callback, what a
+# create through the Twilio face asked for): kept in the live view and shown in a call's bodies
+# only when set, so other calls look as they always have.
+_WHEN_SET = ("status_callback", "status_callback_events", "scenario", "twilio")
 _LIVE_TIMES = (
     "created_at",
     "updated_at",

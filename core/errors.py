@@ -4,11 +4,14 @@ from __future__ import annotations
 
 
 class DomainError(Exception):
-    """Base of every error a client can cause; `message` is shown to the client."""
+    """Base of every error a client can cause; `message` is shown to the client. `code` is
+    Twilio's code for it, where the Twilio face says one (api/middlewares.py picks one by
+    status otherwise)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, code: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.code = code
 
 
 class BadRequest(DomainError):

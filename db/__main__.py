@@ -144,6 +144,7 @@ async def _keys_create(conn: asyncpg.Connection, args: argparse.Namespace) -> No
         key = await insert_key(conn, args.name, secret, **limits)
         signing_secret = await fetch_signing_secret(conn, args.name)
     print(f"created API key {key.name!r} (prefix {key.key_prefix}, {_limits_text(key)})")
+    print(f"its Account SID on the Twilio face (/2010-04-01/): {key.account_sid}")
     print()
     print(f"    {secret}")
     print()
@@ -164,12 +165,22 @@ async def _keys_list(conn: asyncpg.Connection, args: argparse.Namespace) -> None
         print("no API keys: create one with `python -m db keys create NAME`")
         return
     rows = [
-        ["NAME", "PREFIX", "MAX CONCURRENT", "MAX CPS", "MAX INGESTED", "ENABLED", "CREATED AT"]
+        [
+            "NAME",
+            "PREFIX",
+            "ACCOUNT SID",
+            "MAX CONCURRENT",
+            "MAX CPS",
+            "MAX INGESTED",
+            "ENABLED",
+            "CREATED AT",
+        ]
     ]
     rows += [
         [
             key.name,
             key.key_prefix,
+            key.account_sid,
             _limit_text(key.max_concurrent_calls),
             _limit_text(key.max_cps),
             _limit_text(key.max_active_ingested_calls),

@@ -14,11 +14,16 @@ from db.calls import EVENT_COLUMNS, NAMED_CALL, named_call_args
 from db.pool import Executor
 
 # A claimed delivery, with all its attempt needs: the transition (as a history row), where to
-# send it and the key's signing secret. `d` is the delivery, `c` its call, `k` the call's key and
-# `e` the transition's history row.
+# send it and the key's signing secret; for a call of the Twilio face also its numbers and times,
+# its Twilio request, the key's Auth Token and the delivery's place among the call's (`sequence`,
+# from 0: Twilio's SequenceNumber). `d` is the delivery, `c` its call, `k` the call's key and `e`
+# the transition's history row.
 _CLAIMED = f"""
     d.id::text AS delivery_id, d.attempts AS attempt, d.created_at AS committed_at,
-    c.status_callback, k.signing_secret, c.request_id, {EVENT_COLUMNS}
+    c.status_callback, k.signing_secret, c.request_id, {EVENT_COLUMNS},
+    c.twilio, k.auth_token, c.from_number, c.to_number, c.answered_at, c.ended_at,
+    (SELECT count(*) FROM callback_deliveries p
+      WHERE p.call_id = d.call_id AND p.seq < d.seq) AS sequence
 """
 
 

@@ -24,7 +24,7 @@ CALL_COLUMNS = """
     from_number, to_number, metadata, flags, recording_url, call_type, queue_id, agent_id,
     end_reason, created_at, updated_at, status_changed_at, started_at, routed_at, answered_at,
     held_at, ended_at, request_id, last_event_at, scenario, status_callback,
-    status_callback_events
+    status_callback_events, twilio
 """
 
 
@@ -76,6 +76,8 @@ class NewCall:
     # Where its transitions are POSTed, and which statuses (None: all).
     status_callback: str | None = None
     status_callback_events: list[str] | None = None
+    # What a call created through the Twilio face asked for (calls/twilio.py TwilioRequest).
+    twilio: dict[str, Any] | None = None
 
     @property
     def namesake_id(self) -> str | None:
@@ -89,13 +91,17 @@ class NewCall:
 
 # The status callback deliveries of the calls just written ({rows}, at seq {seq}): one for each
 # transition of a call with a status callback (not stopped by a 410) to a status it asked for.
+# A call of the Twilio face is told of each of Twilio's events once: its `answered` is the first
+# ANSWERED, never a resume from hold ({resumed}: whether the row is one, RESUMED for moves).
 CALLBACK_DELIVERIES = """
     INSERT INTO callback_deliveries (call_id, seq)
     SELECT id, {seq} FROM {rows}
      WHERE status_callback IS NOT NULL AND callbacks_stopped_at IS NULL
        AND (status_callback_events IS NULL OR status = ANY (status_callback_events))
+       AND NOT (twilio IS NOT NULL AND {resumed})
     RETURNING call_id AS called_back_id
 """
+RESUMED = "previous_status = 'ON_HOLD'"
 
 
 async def insert_calls(conn: Executor, new: Sequence[NewCall]) -> list[asyncpg.Record | None]:
@@ -127,19 +133,20 @@ async def insert_calls(conn: Executor, new: Sequence[NewCall]) -> list[asyncpg.R
                                  $6::text[], $7::text[], $8::bytea[], $9::text[], $10::text[],
                                  $11::timestamptz[], $12::text[], $13::text[], $14::text[],
                                  $15::text[], $16::uuid[], $17::text[], $18::text[],
-                                 $19::text[])
+                                 $19::text[], $20::text[])
                 AS i(id, api_key_id, kind, from_number, to_number, metadata, idempotency_key,
                      request_hash, call_type, queue_id, started_at, event_id, data, request_id,
-                     ref, namesake_id, scenario, status_callback, status_callback_events)
+                     ref, namesake_id, scenario, status_callback, status_callback_events, twilio)
         ), created AS (
             INSERT INTO calls (id, api_key_id, kind, status, from_number, to_number, metadata,
                                idempotency_key, request_hash, call_type, queue_id, started_at,
                                last_event_at, request_id, ref, scenario, status_callback,
-                               status_callback_events)
+                               status_callback_events, twilio)
             SELECT id, api_key_id, kind, 'QUEUED', from_number, to_number, metadata::jsonb,
                    idempotency_key, request_hash, call_type, queue_id,
                    coalesce(started_at, now()), coalesce(started_at, now()), request_id, ref,
-                   scenario::jsonb, status_callback, string_to_array(status_callback_events, ',')
+                   scenario::jsonb, status_callback, string_to_array(status_callback_events, ','),
+                   twilio::jsonb
               FROM input
              WHERE NOT EXISTS (
                    SELECT 1 FROM calls c
@@ -161,7 +168,7 @@ async def insert_calls(conn: Executor, new: Sequence[NewCall]) -> list[asyncpg.R
             INSERT INTO counter_deltas (api_key_id, calls_created)
             SELECT api_key_id, count(*) FROM created GROUP BY api_key_id
         ), called_back AS (
-            {CALLBACK_DELIVERIES.format(rows="created", seq="1")}
+            {CALLBACK_DELIVERIES.format(rows="created", seq="1", resumed="false")}
         ), offered AS ({stats.OFFERED}
         )
         SELECT {CALL_COLUMNS}, NULL::text AS previous_status, 'call_initiated' AS event,
@@ -194,6 +201,7 @@ async def insert_calls(conn: Executor, new: Sequence[NewCall]) -> list[asyncpg.R
             None if c.status_callback_events is None else ",".join(c.status_callback_events)
             for c in unique
         ],
+        [None if c.twilio is None else orjson.dumps(c.twilio).decode() for c in unique],
     )
     by_id = {row["call_id"]: row for row in rows}
     return [by_id.get(c.call_id) if firsts.get(c.call_id) is c else None for c in new]
@@ -320,7 +328,7 @@ async def write_transitions(
             SELECT api_key_id, count(*), count(*) FROM moved WHERE status = 'COMPLETED'
              GROUP BY api_key_id
         ), called_back AS (
-            {CALLBACK_DELIVERIES.format(rows="moved", seq="seq")}
+            {CALLBACK_DELIVERIES.format(rows="moved", seq="seq", resumed=RESUMED)}
         ), measured AS ({stats.transition_deltas("$14::float8", "$15", "$16")}
         )
         SELECT {CALL_COLUMNS}, previous_status, event, event_occurred_at AS occurred_at,
@@ -555,6 +563,8 @@ async def fetch_latest_event(conn: Executor, call: CallRef) -> asyncpg.Record | 
 @dataclass(frozen=True, slots=True)
 class CallFilter:
     status: str | None = None
+    # Any of these statuses (the Twilio face's `ringing` and `in-progress` are two of ours each).
+    statuses: Sequence[str] | None = None
     flag: str | None = None
     queue_id: str | None = None
     call_type: str | None = None
@@ -564,6 +574,8 @@ class CallFilter:
     end_reason: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    # Created at or after (the Twilio face's `StartTime>`, which includes its bound).
+    created_since: datetime | None = None
 
 
 async def fetch_calls_page(
@@ -574,7 +586,8 @@ async def fetch_calls_page(
     limit: int,
     offset: int,
     newest_first: bool = True,
-) -> tuple[list[asyncpg.Record], int]:
+    with_total: bool = True,
+) -> tuple[list[asyncpg.Record], int | None]:
     """One page of the key's calls, newest first, and how many match, in one round trip.
 
     Only the filters given become conditions, so each combination is its own statement with
@@ -582,11 +595,13 @@ async def fetch_calls_page(
     key's calls in creation order (see 0002_contact_centre.sql), and the count reads the same
     index; the others (numbers, source, end reason, creation times) read the key's calls in
     that order and keep the matching ones. Unfiltered, the count is the key's counter
-    (0006_counters.sql): a few rows however many calls the key has.
+    (0006_counters.sql): a few rows however many calls the key has. Without `with_total` none
+    is counted (None).
     """
     conditions, args = ["api_key_id = $1"], [key_id]
     for value, condition in (
         (where.status, "status = {}"),
+        (None if where.statuses is None else list(where.statuses), "status = ANY({}::text[])"),
         (where.queue_id, "queue_id IS NOT NULL AND queue_id = {}"),
         (where.call_type, "call_type = {}"),
         (where.from_number, "from_number = {}"),
@@ -595,6 +610,7 @@ async def fetch_calls_page(
         (where.end_reason, "end_reason = {}"),
         (where.created_after, "created_at > {}"),
         (where.created_before, "created_at < {}"),
+        (where.created_since, "created_at >= {}"),
     ):
         if value is not None:
             args.append(value)
@@ -605,11 +621,12 @@ async def fetch_calls_page(
         conditions.append(f"flags @> '{{{Flag(where.flag).value}}}'")
     matching = " AND ".join(conditions)
     order = "DESC" if newest_first else "ASC"
-    count = (
-        f"SELECT count(*) AS n FROM calls WHERE {matching}"
-        if len(conditions) > 1
-        else f"SELECT ({STORED_CALLS}) AS n"
-    )
+    if not with_total:
+        count = "SELECT NULL::bigint AS n"
+    elif len(conditions) > 1:
+        count = f"SELECT count(*) AS n FROM calls WHERE {matching}"
+    else:
+        count = f"SELECT ({STORED_CALLS}) AS n"
     rows = await conn.fetch(
         f"""
         SELECT total.n AS total, page.*
@@ -624,5 +641,5 @@ async def fetch_calls_page(
         limit,
         offset,
     )
-    total = rows[0]["total"] if rows else 0
+    total = rows[0]["total"] if rows else (0 if with_total else None)
     return [row for row in rows if row["call_id"] is not None], total

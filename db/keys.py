@@ -12,6 +12,7 @@ from typing import Final
 import asyncpg
 
 from core.errors import Conflict, NotFound
+from core.sids import account_sid
 
 
 def hash_secret(secret: str) -> bytes:
@@ -29,10 +30,18 @@ class ApiKey:
     max_cps: int | None
     enabled: bool
     max_active_ingested_calls: int | None = None
+    # Whether its Auth Token is kept for signing the Twilio face's callbacks (keep_auth_token).
+    auth_token_kept: bool = False
+    created_at: datetime | None = None
+
+    @property
+    def account_sid(self) -> str:
+        return account_sid(self.id)
 
 
 _KEY_COLUMNS = """
-    id::text, name, key_hash, max_concurrent_calls, max_cps, enabled, max_active_ingested_calls
+    id::text, name, key_hash, max_concurrent_calls, max_cps, enabled, max_active_ingested_calls,
+    auth_token IS NOT NULL AS auth_token_kept, created_at
 """
 
 
@@ -52,6 +61,23 @@ async def fetch_key_by_id(conn: asyncpg.Connection | asyncpg.Pool, key_id: str) 
         key_id,
     )
     return ApiKey(**dict(row)) if row else None
+
+
+async def keep_auth_token(
+    conn: asyncpg.Connection | asyncpg.Pool, key: ApiKey, secret: str
+) -> None:
+    """Keep the key's secret, its Auth Token, to sign the status callbacks of the calls it
+    creates through the Twilio face (Twilio signs with the token itself); only if `secret` is
+    the key's, and once."""
+    await conn.execute(
+        """
+        UPDATE api_keys SET auth_token = $2
+         WHERE id = $1::uuid AND key_hash = $3 AND auth_token IS DISTINCT FROM $2
+        """,
+        key.id,
+        secret,
+        hash_secret(secret),
+    )
 
 
 def seeded_name(secret: str) -> str:
@@ -113,6 +139,13 @@ class KeyInfo:
     enabled: bool
     created_at: datetime
     max_active_ingested_calls: int | None = None
+    # Its id (not secret: its Account SID is made of it).
+    key_id: str = ""
+
+    @property
+    def account_sid(self) -> str:
+        """Its Account SID on the Twilio face."""
+        return account_sid(self.key_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +167,7 @@ UNCHANGED: Final = Unchanged.UNCHANGED
 
 _INFO_COLUMNS = (
     "name, key_prefix, max_concurrent_calls, max_cps, enabled, created_at,"
-    " max_active_ingested_calls"
+    " max_active_ingested_calls, id::text AS key_id"
 )
 
 
@@ -315,7 +348,7 @@ async def delete_key(conn: asyncpg.Connection, name: str, *, force: bool) -> Del
             UPDATE api_keys
                SET deleted_at = clock_timestamp(), enabled = false,
                    name = name || ' (deleted ' || id || ')',
-                   key_hash = sha256(gen_random_uuid()::text::bytea)
+                   key_hash = sha256(gen_random_uuid()::text::bytea), auth_token = NULL
              WHERE id = $1
             """,
             key_id,

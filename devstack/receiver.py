@@ -1,6 +1,6 @@
 """A status callback receiver on a free loopback port, for the tests and the bench: it keeps every
-request it gets, with the time it came, and answers each as it is told (per path: a status, a
-wait before answering)."""
+request it gets (POST, or GET for the Twilio face's StatusCallbackMethod=GET), with the time it
+came, and answers each as it is told (per path: a status, a wait before answering)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import web
@@ -24,6 +25,14 @@ class Received:
     body: bytes
     # time.time() when it came in.
     at: float
+    method: str = "POST"
+    # The whole URL it was sent to, as its sender named it (the query included).
+    url: str = ""
+
+    def form(self) -> dict[str, str]:
+        """Its form parameters: the body's for a POST, the query's for a GET."""
+        text = self.url.partition("?")[2] if self.method == "GET" else self.body.decode()
+        return dict(parse_qsl(text, keep_blank_values=True))
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -73,7 +82,10 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        self.received.append(Received(request.path, dict(request.headers), body, time.time()))
+        url = f"http://127.0.0.1:{self.port}{request.raw_path}"
+        self.received.append(
+            Received(request.path, dict(request.headers), body, time.time(), request.method, url)
+        )
         async with self._arrived:
             self._arrived.notify_all()
         script = self._scripts.get(request.path)
@@ -85,6 +97,7 @@ class Receiver:
     async def start(self) -> Receiver:
         app = web.Application()
         app.router.add_route("POST", "/{path:.*}", self._handle)
+        app.router.add_route("GET", "/{path:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()

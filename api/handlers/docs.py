@@ -6,9 +6,7 @@ from aiohttp import web
 
 from api import appkeys
 from api.handlers.common import base_url, json_response
-from api.openapi import build_document
 
 
 async def openapi(request: web.Request) -> web.Response:
-    routes = list(request.app[appkeys.ROUTES].values())
-    return json_response(build_document(routes, base_url(request)))
+    return json_response(request.app[appkeys.OPENAPI](base_url(request)))

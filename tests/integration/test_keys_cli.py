@@ -86,7 +86,7 @@ async def test_create_prints_the_secret_once_stores_only_its_hash_and_the_api_ac
     assert "total_calls" in body
 
 
-async def test_list_shows_names_prefixes_limits_state_and_never_a_secret_or_hash(
+async def test_list_shows_names_prefixes_account_sids_limits_state_and_never_a_secret_or_hash(
     scratch_dsn: str,
 ) -> None:
     limited = created_secret(
@@ -102,6 +102,8 @@ async def test_list_shows_names_prefixes_limits_state_and_never_a_secret_or_hash
     assert header.split() == [
         "NAME",
         "PREFIX",
+        "ACCOUNT",
+        "SID",
         "MAX",
         "CONCURRENT",
         "MAX",
@@ -113,9 +115,18 @@ async def test_list_shows_names_prefixes_limits_state_and_never_a_secret_or_hash
         "AT",
     ]
     cells = {row.split()[0]: row.split() for row in rows}
-    assert cells["acme"][1:6] == [limited[:8], "7", "4", "default", "yes"]
-    assert cells["plain"][1:6] == [plain[:8], "default", "default", "default", "no"]
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", " ".join(cells["acme"][6:]))
+    assert cells["acme"][1:2] + cells["acme"][3:7] == [limited[:8], "7", "4", "default", "yes"]
+    assert cells["plain"][1:2] + cells["plain"][3:7] == [
+        plain[:8],
+        "default",
+        "default",
+        "default",
+        "no",
+    ]
+    # The key's Account SID on the Twilio face: AC and its id in 32 hex digits.
+    assert re.fullmatch(r"AC[0-9a-f]{32}", cells["acme"][2])
+    assert cells["acme"][2] != cells["plain"][2]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", " ".join(cells["acme"][7:]))
     for secret in (limited, plain):
         assert secret not in done.stdout
         assert secret[8:] not in done.stdout

@@ -48,12 +48,14 @@ def test_request_bodies_come_from_the_models_that_validate_them() -> None:
 
 
 def test_every_error_answer_is_the_error_shape_and_rate_limits_carry_their_headers() -> None:
-    for methods in document()["paths"].values():
+    """Ours everywhere, Twilio's on the Twilio face."""
+    for path, methods in document()["paths"].items():
+        shape = "TwilioError" if path.startswith("/2010-04-01/") else "Error"
         for operation in methods.values():
             for status, response in operation["responses"].items():
                 if int(status) >= 400:
                     schema = response["content"]["application/json"]["schema"]
-                    assert schema == {"$ref": "#/components/schemas/Error"}
+                    assert schema == {"$ref": f"#/components/schemas/{shape}"}
             if "429" in operation["responses"]:
                 assert {"Retry-After", "RateLimit-Limit"} <= set(
                     operation["responses"]["429"]["headers"]
@@ -112,3 +114,16 @@ def test_the_integrators_routes_are_documented() -> None:
         schemas["CreateCall"]["properties"]
     )
     assert "end_reason" in schemas["StatusUpdate"]["properties"]
+
+
+def test_the_twilio_face_takes_forms_and_basic_credentials() -> None:
+    paths = document()["paths"]
+    create = paths["/2010-04-01/Accounts/{account_sid}/Calls.json"]["post"]
+    assert set(create["requestBody"]["content"]) == {"application/x-www-form-urlencoded"}
+    assert {"basic": []} in create["security"]
+    schema = document()["components"]["schemas"]["CreateTwilioCall"]
+    assert {"To", "From", "Url", "Twiml", "StatusCallback", "StatusCallbackEvent"} <= set(
+        schema["properties"]
+    )
+    listed = paths["/2010-04-01/Accounts/{account_sid}/Calls.json"]["get"]["parameters"]
+    assert {"StartTime>", "StartTime<", "PageSize", "Page", "Status"} <= {p["name"] for p in listed}
