@@ -12,27 +12,35 @@ from prometheus_client import CollectorRegistry, Histogram
 from api import appkeys
 from api.auth import KeyResolver
 from api.cors import enable_cors
-from api.middlewares import authenticate, errors, request_id, security_headers
+from api.middlewares import (
+    authenticate,
+    errors,
+    remember_status,
+    request_id,
+    security_headers,
+)
 from api.openapi import build_document
 from api.realtime.hub import Hub
+from api.realtime.stream_counts import StreamCounts
 from api.routes import setup_routes
-from calls.batches import IN_FLIGHT, Batcher
+from calls.batches import Batcher
 from calls.control import CallControl
 from calls.deletion import Deletion
 from calls.events import EventService
 from calls.limits import open_limiter
 from calls.recordings import Recordings
 from calls.service import CallService
-from calls.stores import Stores
+from calls.stores import Stores, pools_of
 from calls.transitions import Transitions
+from core.instance import instance_name
 from core.settings import Settings, get_settings
 
 
 async def _stores(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
-    # The batchers' statements (new calls, event reads, event writes) find rows by key: a pool
-    # of their own keeps their plans, each batcher running at most IN_FLIGHT at once.
-    stores = await Stores.open(settings, lookups_max=3 * IN_FLIGHT)
+    # Its batchers' statements (new calls, event reads, event writes) find rows by key: a pool
+    # of their own keeps their plans (calls/stores.py).
+    stores = await Stores.open(settings, pools_of("api", settings))
     app[appkeys.STORES] = stores
     app[appkeys.KEYS] = KeyResolver(stores.pool, settings.api_key_cache_ttl_ms)
     transitions = Transitions(stores)
@@ -67,10 +75,14 @@ async def _recordings(app: web.Application) -> AsyncIterator[None]:
 
 async def _hub(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
+    mux = app[appkeys.STORES].mux
     hub = Hub(
-        app[appkeys.STORES].mux,
+        mux,
+        # Each key's streams counted across every API process (a dead one's share lapses).
+        StreamCounts(
+            mux, instance_name(), settings.max_streams_per_key, settings.process_dead_after_ms
+        ),
         settings.stream_queue_size,
-        settings.max_streams_per_key,
         # A key changed (python -m db keys): every API process forgets what it knew of it.
         on_key_change=app[appkeys.KEYS].forget,
     )
@@ -101,13 +113,14 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[appkeys.REGISTRY] = registry
     app[appkeys.REQUEST_SECONDS] = Histogram(
         "mockcomms_request_duration_seconds",
-        "Time to answer a request, by method, route and status class (streams: their lifetime).",
+        "Time to answer a request, by method, route and status class (streams: their lifetime,"
+        " closed by the client or not); `closed`: the client went away before an answer.",
         ["method", "route", "status"],
         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60),
         registry=registry,
     )
     app[appkeys.REQUEST_SECONDS_BY_LABELS] = {}
-    app.on_response_prepare.append(security_headers)
+    app.on_response_prepare.extend([security_headers, remember_status])
     app.on_shutdown.append(_end_streams)
     app.cleanup_ctx.extend([_stores, _recordings, _hub])
     setup_routes(app)

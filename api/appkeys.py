@@ -42,10 +42,12 @@ ROUTES = web.AppKey("routes", dict)
 # factory, so no handler imports the document's builder (which reads the route table).
 OPENAPI: web.AppKey[Callable[[str], dict[str, Any]]] = web.AppKey("openapi")
 
-# Per request: the caller's key and the request id; on the Twilio face, the Auth Token the
-# request presented (the key's secret: kept in memory for the request only, never logged).
+# Per request: the caller's key, the request id, and the status its answer started with; on the
+# Twilio face, the Auth Token the request presented (the key's secret: kept in memory for the
+# request only, never logged).
 API_KEY = "api_key"
 REQUEST_ID = "request_id"
+RESPONSE_STATUS = "response_status"
 AUTH_TOKEN = "auth_token"
 
 

@@ -46,6 +46,8 @@ _STATUS: dict[type[DomainError], int] = {
 # Any other method a client sends is labelled "other", so it cannot grow the metric's series.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# The status label of a request whose client went away before any answer.
+CLOSED = "closed"
 
 
 def error_response(
@@ -76,6 +78,12 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     response.headers["X-Content-Type-Options"] = "nosniff"
 
 
+async def remember_status(request: web.Request, response: web.StreamResponse) -> None:
+    """The status an answer started with, for the latency histogram of a request whose handler
+    never returns it (a stream the client closed)."""
+    request[appkeys.RESPONSE_STATUS] = response.status
+
+
 @web.middleware
 async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Name the request (the caller's X-Request-ID, or a new id) for the answer, the logs and
@@ -85,22 +93,35 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
     request[appkeys.REQUEST_ID] = rid
     logs.request_id.set(rid)
     started = time.perf_counter()
-    response = await handler(request)
+    try:
+        response = await handler(request)
+    except asyncio.CancelledError:
+        # The client went away and its handler was cancelled (handler_cancellation): a stream it
+        # closed (the status it was answered with), or a request it gave up on before an answer.
+        status = request.get(appkeys.RESPONSE_STATUS)
+        _observe(request, f"{status // 100}xx" if status else CLOSED, started)
+        raise
     if not response.prepared:
         response.headers["X-Request-ID"] = rid
+    _observe(request, f"{response.status // 100}xx", started)
+    return response
+
+
+def _observe(request: web.Request, status: str, started: float) -> None:
+    """Add the request's time to the latency histogram, by method, route and status class."""
     route = request.match_info.route.resource
     labels = (
         request.method if request.method in _METHODS else "other",
         route.canonical if route is not None else "unmatched",
-        f"{response.status // 100}xx",
+        status,
     )
     children = request.app[appkeys.REQUEST_SECONDS_BY_LABELS]
     histogram = children.get(labels)
     if histogram is None:
-        # A few dozen at most: the route table's routes, known methods, five status classes.
+        # A few dozen at most: the route table's routes, known methods, five status classes
+        # and CLOSED.
         histogram = children[labels] = request.app[appkeys.REQUEST_SECONDS].labels(*labels)
     histogram.observe(time.perf_counter() - started)
-    return response
 
 
 @dataclass(frozen=True, slots=True)

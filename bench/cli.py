@@ -26,12 +26,15 @@ when a PostgreSQL server answers at DATABASE_URL.
 
 Scenarios (in order): post_calls, post_latency, open_loop, get_call, post_events, e2e, knee
 (end to end at rising rates until one is not held), limits, sse, callbacks (status callbacks to
-a receiver of the bench's own: on our own platform only), purge (the request figures while a
-million calls past their retention are deleted). Before each, it waits for the calls of the last
-one to finish. Throughput comes from wrk (2 threads), open-loop latency from a client that sends
-at a fixed rate and times each request from its intended send time. What the runs made is
-checked as they go (every call completed exactly once with its recording and an unbroken
-history, nothing lost, limits held), and a fault counts against the figure. Each figure is also
+a receiver of the bench's own: on our own platform only), failover (issue 20's layout: two
+API processes, three workers and two schedulers on the configuration's stores and settings,
+calls at 100/s on both APIs while each scheduler is SIGKILLed in turn; on our own platform only),
+purge (the request figures while a million calls past their retention are deleted). Before
+each, it waits for the calls of the last one to finish. Throughput comes from wrk (2 threads),
+open-loop latency from a client that sends at a fixed rate and times each request from its
+intended send time. What the runs made is checked as they go (every call completed exactly once
+with its recording and an unbroken history, nothing lost, limits held), and a fault counts
+against the figure. Each figure is also
 given as a share of the bare ceiling (bench/bare.py: the same round trips to PostgreSQL and
 Redis, no logic), measured right before it on the same configuration's stores.
 
@@ -90,6 +93,8 @@ LOAD_OPTIONS = (
     ("--sse-rate", "sse_rate", float, "updates per second posted to them"),
     ("--drain-timeout", "drain_timeout_s", float, "seconds to wait for calls to finish"),
     ("--callbacks-rate", "callbacks_rate", float, "calls per second with status callbacks"),
+    ("--failover-rate", "failover_rate", float, "calls per second while schedulers are killed"),
+    ("--failover-duration", "failover_duration_s", float, "seconds of the failover run"),
 )
 
 

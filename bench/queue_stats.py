@@ -37,8 +37,8 @@ from db import stats as db_stats
 from db.pool import GENERAL_SETTINGS, connect
 from devstack.databases import LOCAL_SERVER_DSN, scratch_database, server_dsn
 from devstack.keys import new_key
+from devstack.layout import start_process
 from devstack.ports import free_port
-from devstack.processes import Process
 from devstack.redis import RedisServer
 
 ACTIVE = 2_000
@@ -178,8 +178,7 @@ async def over_http(dsn: str, secret: str, runs: int, workdir: Path) -> None:
         "HOST": "127.0.0.1",
         "LOG_LEVEL": "WARNING",
     }
-    api = Process("api", [sys.executable, "-m", "api"], env, workdir / "api.log")
-    api.start()
+    api = start_process("api", "api", env, workdir)
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {secret}"}) as http:

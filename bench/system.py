@@ -13,6 +13,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from core.settings import Settings
 from db.pool import with_database
 from devstack import databases
 from devstack.keys import Key, new_key
+from devstack.layout import MODULES, Layout, start_layout, start_process
 from devstack.ports import free_port
 from devstack.processes import Process, children, command_line, descendants, parent_pid
 from devstack.redis import RedisServer
@@ -35,8 +37,6 @@ from devstack.stores import redact
 
 # Per-key limits of the benchmark's keys: large enough never to refuse.
 HUGE_LIMIT = 1_000_000_000
-# The platform's processes, by the module each runs (`python -m <module>`).
-MODULES = ("api", "worker", "scheduler")
 
 
 @dataclass
@@ -67,6 +67,8 @@ class System:
         self.pool: asyncpg.Pool | None = None
         self.redis: Redis | None = None
         self._platform_pids: dict[str, int] = {}
+        # Where the processes of a scenario's own layout log (laid_out).
+        self._layout_workdir = self.workdir
 
     def _environment(self) -> dict[str, str]:
         """The processes' environment: ours without any setting of the platform (so that the
@@ -100,15 +102,63 @@ class System:
         if not self.with_platform:
             return
         say(f"{self.configuration.name}: {self.configuration.describe()}; API on {self.base_url}")
+        await self._start_platform()
+
+    async def _start_platform(self) -> None:
+        """The configuration's own processes: the runner, or the bench's layout of them."""
         if self.configuration.runner == "procfile":
             self._add("runner", self._runner_command())
         else:
-            self._add("api", [sys.executable, "-m", "api"])
-            for i in range(self.configuration.workers):
-                self._add(f"worker{i + 1}", [sys.executable, "-m", "worker"])
-            self._add("scheduler", [sys.executable, "-m", "scheduler"])
+            layout = Layout(workers=self.configuration.workers)
+            self.processes |= start_layout(layout, self.env, self.workdir, [self.api_port])
         await self._wait_http(self.base_url + "/ready", self._main_process)
         await self._find_platform_pids()
+
+    def _stop_platform(self) -> None:
+        """Stop the platform's processes (the stores and the bare app stay)."""
+        for name in reversed(list(self.processes)):
+            if name not in ("redis", "bare"):
+                # The runner gives its processes 5 s to stop before it kills them.
+                self.processes.pop(name).stop(12 if name == "runner" else 5)
+        self._platform_pids = {}
+
+    @contextlib.asynccontextmanager
+    async def laid_out(self, layout: Layout) -> AsyncIterator[list[str]]:
+        """Run `layout` for the block instead of the configuration's own processes, on the same
+        stores with the same settings, each process started by the bench whatever the
+        configuration's runner (the Procfile runner stops every process when one ends, and a
+        scenario kills some). Yields the API processes' base URLs; afterwards the layout's
+        processes are stopped and the configuration's own started again."""
+        self._stop_platform()
+        ports = [free_port() for _ in range(layout.apis)]
+        self._layout_workdir = self.workdir / "layout"
+        self._layout_workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            started = start_layout(layout, self.env, self._layout_workdir, ports)
+            self.processes |= started
+            urls = [f"http://127.0.0.1:{port}" for port in ports]
+            apis = [name for name, module in layout.members() if module == "api"]
+            for url, name in zip(urls, apis, strict=True):
+                await self._wait_http(url + "/ready", name)
+            self._platform_pids = {name: p.pid for name, p in started.items() if p.pid}
+            yield urls
+        finally:
+            self._stop_platform()
+            await self._start_platform()
+
+    def restart(self, name: str) -> Process:
+        """Start a worker or scheduler of the running layout again under its name, as a process
+        manager would after it died."""
+        module = name.rstrip("0123456789")
+        assert module in ("worker", "scheduler"), name
+        old = self.processes.get(name)
+        if old is not None:
+            old.stop()
+        process = start_process(name, module, self.env, self._layout_workdir)
+        self.processes[name] = process
+        if process.pid:
+            self._platform_pids[name] = process.pid
+        return process
 
     def _runner_command(self) -> list[str]:
         """scripts/run's own command (`python -m devstack.runner --port PORT ...`)."""
@@ -132,6 +182,7 @@ class System:
         await self._wait_http(self.bare_url + "/calls/none", "bare", ok=(200, 404))
 
     def _add(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Process:
+        """A process that is not one of the platform's modules (the runner, the bare app)."""
         process = Process(name, args, self.env | (env or {}), self.workdir / f"{name}.log")
         self.processes[name] = process
         process.start()

@@ -248,6 +248,11 @@ class S3Storage:
     The client is opened on first use, on the loop of the process that uses it, and kept until
     `aclose`: one client (one connection pool) per process, not one per upload. Credentials are
     botocore's own chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ~/.aws, instance roles).
+
+    `public_endpoint_url` is the store as the owners reach it, when that differs from where the
+    platform reaches it (Compose: the processes reach MinIO as http://minio:9000, a client on
+    the host at http://localhost:9000). A signed URL names its host, so the owners' one is
+    signed for theirs, by a client of its own that only signs (no request goes through it).
     """
 
     def __init__(
@@ -256,15 +261,18 @@ class S3Storage:
         *,
         prefix: str = "recordings/",
         endpoint_url: str | None = None,
+        public_endpoint_url: str | None = None,
         region: str = "us-east-1",
         presign_ttl_s: int = 3600,
     ) -> None:
         self.bucket = bucket
         self.prefix = prefix
         self.endpoint_url = endpoint_url
+        self.public_endpoint_url = public_endpoint_url
         self.region = region
         self.presign_ttl_s = presign_ttl_s
-        self._client: AioBaseClient | None = None
+        # By endpoint: the platform's, and the owners' when it differs.
+        self._clients: dict[str | None, AioBaseClient] = {}
         self._opening = asyncio.Lock()
         self._lifetime = contextlib.AsyncExitStack()
 
@@ -278,7 +286,7 @@ class S3Storage:
 
     async def locate(self, storage_key: str, filename: str) -> Location | None:
         # Signing is local (no request to the store): the key comes from an uploaded row.
-        s3 = await self._s3()
+        s3 = await self._s3(self.public_endpoint_url or self.endpoint_url)
         url = await s3.generate_presigned_url(
             "get_object",
             Params={
@@ -301,22 +309,26 @@ class S3Storage:
 
     async def aclose(self) -> None:
         async with self._opening:
-            self._client = None
+            self._clients.clear()
             await self._lifetime.aclose()
 
-    async def _s3(self) -> AioBaseClient:
-        if self._client is None:
+    async def _s3(self, endpoint_url: str | None = None) -> AioBaseClient:
+        """The client for `endpoint_url` (default: the platform's endpoint)."""
+        endpoint_url = endpoint_url or self.endpoint_url
+        client = self._clients.get(endpoint_url)
+        if client is None:
             async with self._opening:
-                if self._client is None:
-                    self._client = await self._lifetime.enter_async_context(
+                client = self._clients.get(endpoint_url)
+                if client is None:
+                    client = self._clients[endpoint_url] = await self._lifetime.enter_async_context(
                         get_session().create_client(
                             "s3",
                             region_name=self.region,
-                            endpoint_url=self.endpoint_url,
+                            endpoint_url=endpoint_url,
                             config=_S3_CONFIG,
                         )
                     )
-        return self._client
+        return client
 
 
 def storage_for(settings: Settings) -> RecordingStorage:
@@ -326,6 +338,7 @@ def storage_for(settings: Settings) -> RecordingStorage:
             settings.s3_bucket,
             prefix=settings.s3_prefix,
             endpoint_url=settings.s3_endpoint_url or None,
+            public_endpoint_url=settings.s3_public_endpoint_url or None,
             region=settings.s3_region,
             presign_ttl_s=settings.s3_presign_ttl_s,
         )

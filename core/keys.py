@@ -15,13 +15,28 @@ EVENTS_CHANNEL = f"{PREFIX}:events"
 # Pub/sub channel of API key changes (`python -m db keys ...`): each API process forgets what it
 # remembers of the key at once, and closes a disabled key's streams.
 KEYS_CHANNEL = f"{PREFIX}:keys"
-# The scheduler's leader lock.
+# The scheduler's leader lock (a string: the leader's token, expiring).
 SCHEDULER_LOCK = f"{PREFIX}:scheduler:leader"
+# The lead's record (a hash): who holds or last held the lead and since when, until when its
+# lock runs, how often the lead changed hands and how long it was vacant before the last change.
+# Kept when the lock lapses, so the next leader can say how long the lead was vacant.
+SCHEDULER_LEAD = f"{PREFIX}:scheduler:lead"
+# Held (briefly, expiring) by the scheduler that is starting a drain job: every scheduler
+# dispatches, and this keeps two from starting one each for the same due timers.
+DISPATCH_CLAIM = f"{PREFIX}:scheduler:dispatching"
 # Figures the processes share for /metrics: histograms (lateness, callback delivery) and
 # plain counters.
 TIMER_LATENESS = f"{PREFIX}:metrics:timer_lateness"
 CALLBACK_LATENCY = f"{PREFIX}:metrics:callback_latency"
 COUNTERS = f"{PREFIX}:metrics:counters"
+
+
+def worker_alive(name: str) -> str:
+    """Set while the RQ worker `name` lives: renewed every third of PROCESS_DEAD_AFTER_MS, so
+    upkeep takes a worker whose key lapsed for dead (its entry in RQ's workers and its drain
+    job go)."""
+    return f"{PREFIX}:worker:{name}:alive"
+
 
 # Queue statistics: the set of the queues whose figures changed since the leading scheduler last
 # published them (members: changed_queue), taken whole every STATS_INTERVAL_MS; and the pub/sub
@@ -82,6 +97,19 @@ def rate_window(key_id: str) -> str:
 def event_window(key_id: str, second: int) -> str:
     """Counter of the events an API key posted in one epoch second."""
     return f"{PREFIX}:key:{{{key_id}}}:events:{second}"
+
+
+def stream_counts(key_id: str) -> str:
+    """Hash of the open streams (SSE and WebSocket) of an API key, by API process name: the key's
+    streams on every process together are capped (MAX_STREAMS_PER_KEY)."""
+    return f"{PREFIX}:key:{{{key_id}}}:streams"
+
+
+def stream_holders(key_id: str) -> str:
+    """Sorted set of the API processes counted in `stream_counts`, scored by until when (ms)
+    each one's count holds: a process renews it while it lives, and a lapsed one (the process
+    died) is dropped at the key's next stream."""
+    return f"{PREFIX}:key:{{{key_id}}}:stream-holders"
 
 
 def slot_sets(key_id: str) -> tuple[str, ...]:

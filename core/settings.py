@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     # Credentials are botocore's: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ~/.aws, roles.
     s3_bucket: str = ""
     s3_endpoint_url: str = ""
+    # The store as the owners reach it, for the signed URLs the recording route redirects to,
+    # when it differs from where the platform reaches it (Compose: http://localhost:9000 for
+    # MinIO, which the processes reach as http://minio:9000). Empty: S3_ENDPOINT_URL.
+    s3_public_endpoint_url: str = ""
     s3_region: str = "us-east-1"
     s3_prefix: str = "recordings/"
     # Lifetime of the signed URL the recording route redirects to (SigV4 allows up to 7 days).
@@ -146,6 +150,10 @@ class Settings(BaseSettings):
     upload_attempt_timeout_ms: int = 60_000
     # An outbox entry older than this was not published by its writer; upkeep publishes it.
     outbox_grace_ms: int = 1_000
+    # A process that stops renewing what it holds in Redis (every third of this) is dead once
+    # this has passed: a worker is dropped from RQ's workers with its drain job, an API
+    # process's count of each key's open streams is given back.
+    process_dead_after_ms: int = Field(default=10_000, ge=300, le=600_000)
     # Ended calls older than this are deleted by upkeep with their history and recordings, and
     # the queue statistics' minute rows as old (0 keeps everything).
     retention_days: float = Field(default=30, ge=0)
@@ -153,7 +161,8 @@ class Settings(BaseSettings):
     # Realtime
     stream_ping_s: float = 15.0
     stream_queue_size: int = 256
-    # Streams (SSE and WebSocket) one key may hold open on one API process; more get 429.
+    # Streams (SSE and WebSocket) one key may hold open, on every API process together; more
+    # get 429.
     max_streams_per_key: int = Field(default=100, ge=1)
     # How long the token in a created call's stream_url / websocket_url opens that call's streams.
     stream_token_ttl_s: int = Field(default=3_600, ge=1, le=7 * 86_400)

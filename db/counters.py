@@ -39,6 +39,19 @@ async def fetch_counters(conn: Executor, key_id: str | None = None) -> asyncpg.R
     )
 
 
+def figures_of(row: asyncpg.Record) -> dict[str, int]:
+    """The figures `/metrics` gives from a `fetch_counters` row (completed calls derived)."""
+    return {
+        "total_calls": row["total_calls"],
+        "active_calls": row["active_calls"],
+        "completed_calls": row["total_calls"] - row["active_calls"],
+        "current_cps": row["current_cps"],
+        "uploads_in_progress": row["uploads_in_progress"],
+        "uploads_completed": row["uploads_completed"],
+        "uploads_failed": row["uploads_failed"],
+    }
+
+
 # How many calls of the key $1 are stored (created, less deleted): a scalar subquery.
 STORED_CALLS = f"""
     SELECT coalesce(sum(calls_created - calls_removed), 0)::bigint

@@ -85,8 +85,8 @@ _STATS_TABLES = ("stats_deltas", "queue_stats", "agent_stats")
 
 
 async def delete_old_minute_stats(conn: Executor, older_than_s: float, limit: int) -> int:
-    """Delete up to `limit` minute rows of the queue statistics older than `older_than_s`, in
-    each table, oldest first; returns how many. Hour and day rows stay."""
+    """Delete up to `limit` minute rows of the queue statistics no fold has touched for
+    `older_than_s`, in each table, oldest first; returns how many. Hour and day rows stay."""
     deleted = 0
     for table in ("queue_stats", "agent_stats"):
         deleted += await conn.fetchval(
@@ -95,8 +95,8 @@ async def delete_old_minute_stats(conn: Executor, older_than_s: float, limit: in
                 DELETE FROM {table} WHERE ctid = ANY(ARRAY(
                     SELECT ctid FROM {table}
                      WHERE span = 'minute'
-                       AND starts_at < clock_timestamp() - make_interval(secs => $1::float8)
-                     ORDER BY starts_at
+                       AND folded_at < clock_timestamp() - make_interval(secs => $1::float8)
+                     ORDER BY folded_at
                      LIMIT $2))
              RETURNING 1
             )

@@ -118,7 +118,8 @@ def transition_deltas(scale: str, service_level_ms: str, short_abandon_ms: str) 
 
 
 def _upsert(table: str, keys: Sequence[str], columns: Sequence[str], source: str) -> str:
-    """Add `source`'s rows (grouped by `keys`) into `table`'s totals. New rows are written in
+    """Add `source`'s rows (grouped by `keys`) into `table`'s totals, and when (`folded_at`: the
+    retention purge keeps a minute row that long after its last change). New rows are written in
     the order a window reads them (key, span, start), so the rows of one span's range share
     pages: a rebuild would otherwise scatter them, and a 24-hour read fetch 7,000 pages."""
     return f"""
@@ -126,7 +127,7 @@ def _upsert(table: str, keys: Sequence[str], columns: Sequence[str], source: str
         SELECT {_names(keys)}, {_sums(columns)} FROM {source} GROUP BY {_names(keys)}
          ORDER BY api_key_id, span, starts_at
         ON CONFLICT ({_names(keys)}) DO UPDATE
-           SET {", ".join(f"{c} = t.{c} + excluded.{c}" for c in columns)}
+           SET {", ".join(f"{c} = t.{c} + excluded.{c}" for c in columns)}, folded_at = now()
     """
 
 

@@ -176,9 +176,11 @@ class PrivatePostgres:
     a directory of its own under the system temp dir, linked from `link`.
     """
 
-    def __init__(self, link: Path) -> None:
+    def __init__(self, link: Path, config: str = "") -> None:
+        """`config`: postgresql.conf lines of the test's own, after (so over) the defaults."""
         self.port = free_port()
         self.link = link
+        self.config = config
         self.cluster: Cluster | None = None
 
     def dsn(self, database: str) -> str:
@@ -209,7 +211,7 @@ class PrivatePostgres:
             make_traversable(self.cluster.bindir / "postgres", account)
         with contextlib.suppress(OSError):
             self.link.symlink_to(base, target_is_directory=True)
-        self.cluster.initdb(f"port = {self.port}\n" + SCRATCH_CONFIG)
+        self.cluster.initdb(f"port = {self.port}\n" + SCRATCH_CONFIG + self.config)
         self.start()
 
     def start(self) -> None:

@@ -1,4 +1,5 @@
-"""`python -m scheduler`: the timer pump and the upkeep loop, while this scheduler leads."""
+"""`python -m scheduler`: the timer pump, always; upkeep, the retention purge and the live queue
+figures while this scheduler leads."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ import time
 from redis import Redis as SyncRedis
 from redis.exceptions import RedisError
 
-from calls.stores import Stores
+from calls.stores import Stores, pools_of
 from core.clock import now_ms
+from core.instance import instance_name
 from core.logs import setup_logging
 from core.settings import Settings, get_settings
 from scheduler.dispatch import Dispatcher
-from scheduler.leader import LeaderLock
+from scheduler.leader import Hold, LeaderLock
 from scheduler.stats import StatsPublisher
 from scheduler.upkeep import Upkeep
 
@@ -32,9 +34,10 @@ class Scheduler:
     def __init__(self, settings: Settings, stores: Stores) -> None:
         self._settings = settings
         self._stores = stores
-        self._lock = LeaderLock(stores.redis, settings.scheduler_lock_ttl_ms)
-        self._dispatcher = Dispatcher(stores.redis, SyncRedis.from_url(settings.redis_dsn))
-        self._upkeep = Upkeep(stores)
+        self._lock = LeaderLock(stores.redis, settings.scheduler_lock_ttl_ms, instance_name())
+        rq_connection = SyncRedis.from_url(settings.redis_dsn)
+        self._dispatcher = Dispatcher(stores.redis, rq_connection, self._lock.token)
+        self._upkeep = Upkeep(stores, rq_connection)
         self._stats = StatsPublisher(stores)
         self._leading = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -61,27 +64,43 @@ class Scheduler:
         self._stopping.set()
 
     async def _lead(self) -> None:
-        """Hold or seek the lock every third of its lifetime."""
+        """Hold or seek the lead every third of its lock's lifetime; a change either way is said
+        at WARNING, since an operator wants to see every failover."""
+        name = self._lock.name
         while True:
             try:
-                leading = await self._lock.hold()
+                hold = await self._lock.hold()
             except RedisError as exc:
-                log.warning("cannot reach Redis for the leader lock: %s", exc)
-                leading = False
-            if leading and not self._leading.is_set():
-                log.info("leading (token %s)", self._lock.token[:8])
+                if self._leading.is_set():
+                    log.warning(
+                        "lost the lead: cannot reach Redis to renew it (%s); standing by",
+                        exc,
+                        extra={"scheduler": name},
+                    )
+                    self._leading.clear()
+                else:
+                    log.warning("cannot reach Redis for the lead: %s", exc)
+                hold = None
+            if hold is not None and hold.leading:
+                if hold.took:
+                    _log_taken(name, hold)
+                elif not self._leading.is_set():
+                    # A renewal whose answer was lost (Redis timed out) still held the lock.
+                    log.warning("leading again: Redis answers", extra={"scheduler": name})
                 self._leading.set()
-            elif not leading and self._leading.is_set():
-                log.warning("lost the lead; standing by")
+            elif hold is not None and self._leading.is_set():
+                log.warning(
+                    "lost the lead to %s; standing by",
+                    hold.holder or "another scheduler",
+                    extra={"scheduler": name, "leader": hold.holder},
+                )
                 self._leading.clear()
-            elif not leading:
-                log.debug("standing by")
             await asyncio.sleep(self._lock.ttl_ms / 3000)
 
     async def _pump(self) -> None:
+        """Start the workers' drain jobs, leader or not (scheduler/dispatch.py)."""
         poll_s = self._settings.scheduler_poll_ms / 1000
         while True:
-            await self._leading.wait()
             try:
                 _, next_due = await self._dispatcher.pass_once()
             except Exception:
@@ -129,9 +148,30 @@ class Scheduler:
             await asyncio.sleep(interval_s)
 
 
+def _log_taken(name: str, hold: Hold) -> None:
+    if hold.holder is None:
+        before = "no earlier leader recorded"
+    elif hold.vacant_ms is None:
+        before = f"after {hold.holder}"
+    else:
+        before = f"after {hold.holder}; vacant {hold.vacant_ms / 1000:.2f} s"
+        if hold.since_renewal_ms is not None:
+            before += f", {hold.since_renewal_ms / 1000:.2f} s since its last renewal"
+    log.warning(
+        "took the lead (%s)",
+        before,
+        extra={
+            "scheduler": name,
+            "previous": hold.holder,
+            "vacant_ms": hold.vacant_ms,
+            "since_renewal_ms": hold.since_renewal_ms,
+        },
+    )
+
+
 async def _main() -> None:
     settings = get_settings()
-    stores = await Stores.open(settings, pool_max=4)
+    stores = await Stores.open(settings, pools_of("scheduler", settings))
     scheduler = Scheduler(settings, stores)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

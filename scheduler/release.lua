@@ -1,6 +1,7 @@
--- Give up the scheduler's leader lock, only if this scheduler holds it.
+-- Delete a key only if it still holds this scheduler's token (a claim it took with SET NX PX,
+-- which may have lapsed and been taken by another meanwhile).
 --
--- KEYS[1]  the lock
+-- KEYS[1]  the claim
 -- ARGV[1]  this scheduler's token
 
 if redis.call('GET', KEYS[1]) == ARGV[1] then

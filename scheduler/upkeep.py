@@ -1,11 +1,15 @@
 """Upkeep from the system of record: resume calls and uploads whose timers were lost, and
-reclaim or rebuild limit leases, so a flushed Redis or a killed worker loses nothing."""
+reclaim or rebuild limit leases, so a flushed Redis or a killed worker loses nothing; and clear
+dead workers from RQ's books."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import astuple, dataclass, field
 from datetime import UTC, datetime
+
+from redis import Redis as SyncRedis
 
 from calls.deletion import Deletion
 from calls.limits import open_limiter
@@ -24,6 +28,7 @@ from db import calls as db_calls
 from db.counters import fold_counter_deltas
 from db.outbox import fetch_unpublished
 from db.stats import fold_stats_deltas
+from scheduler.dead_workers import DeadWorkers
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +54,18 @@ class UpkeepReport:
     leases_reclaimed: int = 0
     slot_sets_restored: int = 0
     idle_calls_ended: int = 0
+    # Dead workers dropped from RQ's list, and their drain jobs deleted (nothing was lost).
+    dead_workers_cleared: int = 0
+    drain_jobs_deleted: int = 0
 
 
 class Upkeep:
-    def __init__(self, stores: Stores) -> None:
+    def __init__(self, stores: Stores, rq_connection: SyncRedis | None = None) -> None:
+        """`rq_connection`: RQ's (synchronous) client; by default a new one to REDIS_URL."""
         self._stores = stores
+        self._dead_workers = DeadWorkers(
+            rq_connection or SyncRedis.from_url(stores.settings.redis_dsn)
+        )
         self._publisher = Publisher(stores)
         self._limiter = open_limiter(stores)
         self._transitions = Transitions(stores)
@@ -69,6 +81,8 @@ class Upkeep:
         report.leases_reclaimed, report.slot_sets_restored = await self.mend_leases()
         report.idle_calls_ended = await self.end_idle_ingested()
         report.updates_republished = await self.drain_outbox()
+        cleared = await asyncio.to_thread(self._dead_workers.clear)
+        report.dead_workers_cleared, report.drain_jobs_deleted = cleared.workers, cleared.drain_jobs
         # Routine, not a repair: not in the report.
         await fold_counter_deltas(self._stores.pool)
         await fold_stats_deltas(self._stores.pool)

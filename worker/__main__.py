@@ -14,6 +14,7 @@ from rq import Queue, SimpleWorker
 from core import keys
 from core.logs import setup_logging
 from core.settings import get_settings
+from worker.liveness import Heartbeat
 from worker.runtime import runtime
 
 log = logging.getLogger("worker")
@@ -32,6 +33,7 @@ def main() -> int:
         Queue(name, connection=connection) for name in (keys.TIMERS_QUEUE, keys.RETRIES_QUEUE)
     ]
     pause_s, cap_s = RESTART_PAUSE_S
+    heartbeat = Heartbeat(connection, settings.process_dead_after_ms)
     # RQ logs two lines per job at INFO (taken, done), half of all lines: below DEBUG it says
     # only what went wrong, and the jobs' own lines say what they did.
     rq_level = "DEBUG" if settings.log_level.upper() == "DEBUG" else "WARNING"
@@ -40,9 +42,13 @@ def main() -> int:
         try:
             # Inside the try: the constructor talks to Redis, which may still be away.
             worker = SimpleWorker(queues, connection=connection)
+            heartbeat.start(worker)
             worker.work(with_scheduler=False, logging_level=rq_level)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             log.warning("lost Redis: %s", exc)
+        finally:
+            if worker is not None:
+                heartbeat.stop(worker)
         if worker is not None and worker._shutdown_requested_date is not None:
             break  # asked to stop (SIGTERM, SIGINT)
         # RQ quits its loop when Redis drops under it (a restart, a failover) and logs why. The

@@ -18,18 +18,13 @@ from calls.callbacks import Callbacks
 from calls.dead_letters import DeadLetters
 from calls.moves import Moves
 from calls.recordings import Recordings
-from calls.stores import Stores
+from calls.stores import Stores, pools_of
 from calls.timed_work import KINDS, Handler
 from calls.timers import Timers
 from calls.transitions import Transitions
 from core.settings import Settings, get_settings
 
 T = TypeVar("T")
-
-# A job holds at most one connection for its moves, one for its uploads, one for its callbacks
-# and one for the publisher's outbox deletes at a time; the callbacks' batched claims and
-# finishes (four each at most) and upload failures written concurrently take a few more.
-POOL_MAX = 8
 
 
 class Runtime:
@@ -39,9 +34,7 @@ class Runtime:
             target=self._loop.run_forever, name="worker-loop", daemon=True
         )
         self._thread.start()
-        pool_max = min(POOL_MAX, settings.db_pool_max)
-        # Jobs move calls and upload recordings by id, nothing else: their plans can be kept.
-        self.stores: Stores = self.run(Stores.open(settings, pool_max=pool_max, lookups_only=True))
+        self.stores: Stores = self.run(Stores.open(settings, pools_of("worker", settings)))
         self.transitions = Transitions(self.stores)
         self.timers = Timers(self.stores.mux)
         self.dead_letters = DeadLetters(SyncRedis.from_url(settings.redis_dsn))

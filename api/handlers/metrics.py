@@ -8,11 +8,18 @@ from aiohttp import web
 from api import appkeys, prometheus
 from api.handlers.common import json_response
 from api.request_models import MetricsQuery, parse_query
-from calls import metrics as shared_metrics
-from core import keys
-from core.clock import now_ms
 from core.errors import BadRequest
-from db.counters import fetch_counters
+from db.counters import fetch_counters, figures_of
+
+# The JSON answer's counters, the original service's six.
+JSON_COUNTERS = (
+    "total_calls",
+    "active_calls",
+    "completed_calls",
+    "current_cps",
+    "uploads_in_progress",
+    "uploads_completed",
+)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -30,36 +37,9 @@ async def metrics(request: web.Request) -> web.Response:
             "scope=key answers JSON: the Prometheus exposition is the platform's"
             " (ask for application/json, or leave out format)"
         )
-    row = await fetch_counters(stores.pool, appkeys.api_key(request).id if by_key else None)
-    counters = {
-        "total_calls": row["total_calls"],
-        "active_calls": row["active_calls"],
-        "completed_calls": row["total_calls"] - row["active_calls"],
-        "current_cps": row["current_cps"],
-        "uploads_in_progress": row["uploads_in_progress"],
-        "uploads_completed": row["uploads_completed"],
-    }
     if not wants_exposition:
-        return json_response(counters)
-
-    now = now_ms()
-    async with stores.redis.pipeline(transaction=False) as pipe:
-        pipe.llen(f"rq:queue:{keys.TIMERS_QUEUE}")
-        for kind in keys.TIMER_KINDS:
-            pipe.zcard(keys.timers(kind))
-            pipe.zcount(keys.timers(kind), "-inf", now)
-        depth, *counts = await pipe.execute()
-    histograms, shared = await shared_metrics.read(stores.redis)
-    figures = prometheus.Figures(
-        counts=counters | {"uploads_failed": row["uploads_failed"]},
-        queue_depth=depth,
-        timers_pending={kind: counts[2 * i] for i, kind in enumerate(keys.TIMER_KINDS)},
-        timers_overdue={kind: counts[2 * i + 1] for i, kind in enumerate(keys.TIMER_KINDS)},
-        open_streams=request.app[appkeys.HUB].open_subscriptions,
-        histograms=histograms,
-        shared=shared,
-    )
-    body, content_type = prometheus.render(
-        prometheus.Exposition(figures, request.app[appkeys.REGISTRY]), accept
-    )
+        row = await fetch_counters(stores.pool, appkeys.api_key(request).id if by_key else None)
+        figures = figures_of(row)
+        return json_response({name: figures[name] for name in JSON_COUNTERS})
+    body, content_type = prometheus.render(await prometheus.read(request.app), accept)
     return web.Response(body=body, headers={"Content-Type": content_type})

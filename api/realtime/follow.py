@@ -32,7 +32,7 @@ async def follow_call(
     messages are ordered by seq; a gap (a lost publish, a slow reader) is filled from history,
     and a message seen before is dropped.
     """
-    with hub.call(call.key_id, call.ref) as sub:
+    async with hub.call(call.key_id, call.ref) as sub:
         latest = await db_calls.fetch_latest_event(pool, call)
         if latest is None:
             raise NotFound("Call not found")
@@ -102,7 +102,7 @@ async def follow_key(
     """Follow every call of a key: new calls and transitions as they happen, each call's in
     order and none twice. When messages may have been missed (a slow reader, a lost Redis
     connection) it yields RESYNC, so the client can read the current list again."""
-    with hub.key(key_id) as sub:
+    async with hub.key(key_id) as sub:
         # What is committed from now on is the stream's to deliver; an earlier part of a call's
         # history is not (the stream did not exist yet).
         since = await _window_start(pool)

@@ -6,14 +6,14 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
 
+from api.realtime.stream_counts import StreamCounts
 from core import keys
-from core.errors import RateLimited
 from core.redis_mux import MultiplexedRedis
 
 log = logging.getLogger(__name__)
@@ -81,15 +81,16 @@ class Hub:
     def __init__(
         self,
         redis: MultiplexedRedis,
+        counts: StreamCounts,
         queue_size: int = 256,
-        streams_per_key: int = 100,
         on_key_change: Callable[[str], None] | None = None,
     ) -> None:
-        """`on_key_change(key id)` is told of every change to a key (`python -m db keys`)."""
+        """`counts` caps each key's streams across every API process; `on_key_change(key id)`
+        is told of every change to a key (`python -m db keys`)."""
         self._redis = redis
+        self._counts = counts
         self._on_key_change = on_key_change
         self._queue_size = queue_size
-        self._streams_per_key = streams_per_key
         # Streams of one call, by (key id, the call's id as the key knows it), and of a key.
         self._by_call: defaultdict[tuple[str, str], set[Subscription]] = defaultdict(set)
         self._by_key: defaultdict[str, set[Subscription]] = defaultdict(set)
@@ -103,6 +104,7 @@ class Hub:
         return sum(map(len, self._by_call.values())) + sum(map(len, self._by_key.values()))
 
     async def start(self) -> None:
+        await self._counts.start()
         self._task = asyncio.create_task(self._listen(), name="hub")
         # Streams opened before the subscription is live could miss a message: wait for it.
         with contextlib.suppress(TimeoutError):
@@ -113,26 +115,22 @@ class Hub:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._counts.aclose()
 
-    def call(self, key_id: str, ref: str) -> contextlib.AbstractContextManager[Subscription]:
-        """Subscribe to the messages of the key's call `ref` for the life of the `with` block."""
+    def call(self, key_id: str, ref: str) -> contextlib.AbstractAsyncContextManager[Subscription]:
+        """Subscribe to the messages of the key's call `ref` for the life of the `async with`
+        block; raises RateLimited when the key holds MAX_STREAMS_PER_KEY streams already."""
         return self._subscribe(self._by_call, (key_id, ref), key_id)
 
-    def key(self, key_id: str) -> contextlib.AbstractContextManager[Subscription]:
-        """Subscribe to the messages of every call of an API key."""
+    def key(self, key_id: str) -> contextlib.AbstractAsyncContextManager[Subscription]:
+        """Subscribe to the messages of every call of an API key (capped as `call`)."""
         return self._subscribe(self._by_key, key_id, key_id)
 
-    @contextlib.contextmanager
-    def _subscribe(
+    @contextlib.asynccontextmanager
+    async def _subscribe(
         self, index: defaultdict[Any, set[Subscription]], name: Any, key_id: str
-    ) -> Iterator[Subscription]:
-        if len(self._of_key.get(key_id, ())) >= self._streams_per_key:
-            raise RateLimited(
-                f"Too many open streams for this key ({self._streams_per_key})",
-                limit=self._streams_per_key,
-                remaining=0,
-                reset_s=1,
-            )
+    ) -> AsyncIterator[Subscription]:
+        await self._counts.take(key_id)
         sub = Subscription(self._queue_size)
         index[name].add(sub)
         self._of_key[key_id].add(sub)
@@ -141,6 +139,7 @@ class Hub:
         finally:
             self._discard(index, name, sub)
             self._discard(self._of_key, key_id, sub)
+            self._counts.give_back(key_id)
 
     @staticmethod
     def _discard(index: defaultdict[Any, set[Subscription]], name: Any, sub: Subscription) -> None:

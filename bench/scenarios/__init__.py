@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from bench.scenarios.callbacks import callbacks
 from bench.scenarios.e2e import end_to_end
+from bench.scenarios.failover import failover
 from bench.scenarios.get_call import get_call
 from bench.scenarios.knee import knee
 from bench.scenarios.limits import limits
@@ -30,6 +31,7 @@ SCENARIOS: dict[str, Callable[[Bench], Awaitable[None]]] = {
     "limits": limits,
     "sse": sse,
     "callbacks": callbacks,
+    "failover": failover,
     # Last: the purge it starts goes on after it.
     "purge": purge,
 }

@@ -124,17 +124,25 @@ async def pg(platform: Platform) -> AsyncIterator[asyncpg.Connection]:
 
 
 class Api:
-    """A thin client of one platform for one key."""
+    """A thin client of one platform for one key (through its first API process, or the one at
+    `base_url`)."""
 
-    def __init__(self, http: aiohttp.ClientSession, platform: Platform, key: str) -> None:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        platform: Platform,
+        key: str,
+        base_url: str | None = None,
+    ) -> None:
         self.http, self.platform, self.key = http, platform, key
+        self.base_url = base_url or platform.base_url
 
     @property
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"}
 
     def url(self, path: str) -> str:
-        return self.platform.base_url + path
+        return self.base_url + path
 
     async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any, Any]:
         headers = self.auth | kwargs.pop("headers", {})

@@ -19,6 +19,7 @@ import asyncpg
 from db.pool import with_database
 from devstack import databases
 from devstack.keys import new_key
+from devstack.layout import Layout, start_layout, start_process
 from devstack.paths import ROOT
 from devstack.ports import free_port, wait_for_port
 from devstack.postgres import PrivatePostgres
@@ -76,13 +77,17 @@ class Platform:
     processes: dict[str, Process] = field(default_factory=dict)
     # Run against a PostgreSQL cluster of its own (see PrivatePostgres), which a test may stop.
     private_postgres: bool = False
+    # postgresql.conf lines of the private cluster's own (`max_connections = 30`).
+    postgres_config: str = ""
 
     def __post_init__(self) -> None:
         self.api_port = free_port()
         self.redis = RedisServer(self.workdir / "redis.log")
         self.redis_port = self.redis.port
         self.postgres = (
-            PrivatePostgres(self.workdir / "postgres") if self.private_postgres else None
+            PrivatePostgres(self.workdir / "postgres", self.postgres_config)
+            if self.private_postgres
+            else None
         )
         self.admin_dsn = self.postgres.dsn("postgres") if self.postgres else server_dsn()
         self.dsn = with_database(self.admin_dsn, self.database)
@@ -133,14 +138,8 @@ class Platform:
     # -- application processes -------------------------------------------------------------
 
     def add(self, name: str, module: str, env: dict[str, str] | None = None) -> Process:
-        process = Process(
-            name,
-            [sys.executable, "-m", module],
-            self.env | (env or {}),
-            self.workdir / f"{name}.log",
-        )
+        process = start_process(name, module, self.env | (env or {}), self.workdir)
         self.processes[name] = process
-        process.start()
         return process
 
     async def start(self) -> Platform:
@@ -149,10 +148,8 @@ class Platform:
             await asyncio.to_thread(self.postgres.create)
         await self.create_database()
         self.start_redis()
-        self.add("api", "api")
-        for i in range(self.workers):
-            self.add(f"worker{i}", "worker")
-        self.add("scheduler", "scheduler")
+        layout = Layout(workers=self.workers)
+        self.processes |= start_layout(layout, self.env, self.workdir, [self.api_port])
         await self.wait_ready()
         return self
 

@@ -15,7 +15,7 @@ import pytest
 
 from calls.batches import Batcher
 from calls.live import LiveState
-from calls.stores import Stores
+from calls.stores import Pools, Stores
 from calls.transitions import Reported, Transitions
 from core.call_ids import CallRef
 from core.lifecycle import Event
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def stores(platform: Platform) -> AsyncIterator[Stores]:
     settings = Settings(_env_file=None, database_url=platform.dsn, redis_url=platform.redis_url)
-    opened = await Stores.open(settings, pool_max=8)
+    opened = await Stores.open(settings, Pools("test", 8))
     yield opened
     await opened.close()
 

@@ -348,14 +348,14 @@ async def test_a_worker_killed_mid_delivery_with_redis_flushed_loses_nothing(
     )
     await receiver.wait_for(lambda got: len(got) >= 10)
 
-    killed.processes["worker0"].kill()
+    killed.processes["worker1"].kill()
     redis = Redis.from_url(killed.redis_url)
     try:
         await redis.flushall()
     finally:
         await redis.aclose()
     receiver.slow("/kill", 0)
-    killed.add("worker1", "worker")
+    killed.add("worker2", "worker")
 
     for call_id in ids:
         await wait_states(api, call_id, ["delivered"] * 4, timeout=30)

@@ -264,9 +264,9 @@ async def test_calls_complete_once_when_a_worker_is_killed_mid_run(own_platform,
     # Mid-run: calls are moving and more keep coming (none has ended yet, so the kill does not
     # land mid-upload: that case is test_uploads_of_a_worker_killed_mid_upload_...).
     await asyncio.sleep(0.8)
-    own.processes["worker0"].kill()
+    own.processes["worker1"].kill()
     await asyncio.sleep(0.3)
-    own.add("worker2", "worker")
+    own.add("worker3", "worker")
     results = await creating
     assert [status for status, _, _ in results] == [201] * CALLS
     ids = created_ids(results)
@@ -302,7 +302,7 @@ async def test_uploads_of_a_worker_killed_mid_upload_are_taken_up_after_their_ti
     # mid-attempt, so the kill surely lands mid-upload.
     fifo = tmp_path / "recording.wav"
     os.mkfifo(fifo)
-    own.add("worker0", "worker", {"RECORDING_SOURCE": str(fifo)})
+    own.add("worker1", "worker", {"RECORDING_SOURCE": str(fifo)})
     api, _ = await new_api(http, own, max_concurrent=100, max_cps=100)
     async with asyncio.timeout(10):
         ids = created_ids(await asyncio.gather(*(api.create_call() for _ in range(10))))
@@ -310,8 +310,8 @@ async def test_uploads_of_a_worker_killed_mid_upload_are_taken_up_after_their_ti
             if (await upload_states(own, ids)).get("uploading", 0):
                 break
             await asyncio.sleep(0.05)
-    own.processes["worker0"].kill()
-    own.add("worker1", "worker")  # reads the real file
+    own.processes["worker1"].kill()
+    own.add("worker2", "worker")  # reads the real file
 
     # Upkeep gives the killed worker's attempt back after UPLOAD_ATTEMPT_TIMEOUT_MS (2 s here)
     # and the other worker uploads it.
@@ -424,7 +424,7 @@ async def test_a_worker_busy_with_a_job_when_redis_drops_for_seconds_starts_agai
     await asyncio.to_thread(own.start_redis)
     await asyncio.sleep(1.0)
 
-    gone = [name for name in ("worker0", "worker1") if not own.processes[name].alive]
+    gone = [name for name in ("worker1", "worker2") if not own.processes[name].alive]
     # Where each one ended: its own frames of the traceback it died with, and the error.
     endings = {
         name: [

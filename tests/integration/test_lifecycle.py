@@ -191,3 +191,31 @@ async def test_the_recording_is_served_only_to_the_calls_owner(make_api) -> None
         assert response.status == 404
     async with owner.http.get(call["recording_url"]) as response:
         assert response.status == 401
+
+
+async def test_a_recording_in_another_hosts_directory_is_a_404_saying_it_is_not_here(
+    platform_factory, make_api, tmp_path: Path
+) -> None:
+    # The worker runs "on another host": a RECORDINGS_DIR of its own, the API's is empty.
+    own = await platform_factory(workers=0)
+    own.add("worker1", "worker", {"RECORDINGS_DIR": str(tmp_path / "other-host")})
+    api = await make_api(max_concurrent=10, max_cps=10, on=own)
+    _, created, _ = await api.create_call()
+    call = await api.wait_recorded(created["call_id"])
+
+    status, body, _ = await api.request("GET", f"/calls/{call['call_id']}/recording")
+
+    assert status == 404
+    assert body["message"] == (
+        "Recording not found on this API's storage: it was stored, but in a local directory"
+        " another host holds (recordings kept in a local directory are one host's)"
+    )
+    # The call itself says it is recorded; the file is where that worker put it.
+    assert list((tmp_path / "other-host").rglob(f"{call['call_id']}.wav"))
+    # Before the upload, the answer says the call may not have completed.
+    _, pending, _ = await api.create_call()
+    status, body, _ = await api.request("GET", f"/calls/{pending['call_id']}/recording")
+    assert (status, body["message"]) == (
+        404,
+        "Recording not found (the call may not have completed yet)",
+    )

@@ -57,7 +57,7 @@ async def test_every_log_line_is_json(http, chatty: Platform) -> None:
     api = Api(http, chatty, await chatty.new_key(max_cps=100))
     _, created, _ = await api.create_call()
     await api.wait_recorded(created["call_id"])
-    for process in ("api", "worker0", "scheduler"):
+    for process in ("api", "worker1", "scheduler"):
         text = chatty.processes[process].log_path.read_text().strip().splitlines()
         assert text, process
         for line in text:
@@ -93,7 +93,7 @@ async def test_jobs_log_a_calls_transitions_under_the_request_that_made_it(
     # Lines reach the file within the log writer's batch (core/logs.py), not with the answer.
     deadline = time.monotonic() + 5
     while True:
-        worker = [e for e in log_lines(chatty, "worker0") if e.get("call_id") == created["call_id"]]
+        worker = [e for e in log_lines(chatty, "worker1") if e.get("call_id") == created["call_id"]]
         moved_to = {re.sub(r".*-> ", "", e["msg"]) for e in worker if "->" in e["msg"]}
         if {"COMPLETED", "RINGING"} <= moved_to or time.monotonic() > deadline:
             break
@@ -275,3 +275,48 @@ async def test_an_unknown_method_is_one_series_however_many_are_sent(
         text,
         re.M,
     )
+
+
+async def test_streams_a_client_closes_are_in_the_latency_histogram_with_their_lifetime(
+    http, chatty: Platform
+) -> None:
+    api = Api(http, chatty, await chatty.new_key(max_cps=100))
+    status, event, _ = await api.request(
+        "POST", "/events", json={"event": "call_initiated", "type": "voice", "queue_id": "q"}
+    )
+    assert status == 201
+    sse = {"method": "GET", "route": "/stream", "status": "2xx"}
+    websocket = {"method": "GET", "route": "/ws", "status": "1xx"}
+
+    async def figures() -> dict:
+        async with http.get(api.url("/metrics?format=prometheus"), headers=api.auth) as response:
+            return values(text_string_to_metric_families(await response.text()))
+
+    def count(samples: dict, labels: dict) -> float:
+        return samples.get(("mockcomms_request_duration_seconds_count", labelled(labels)), 0)
+
+    def total(samples: dict, labels: dict) -> float:
+        return samples.get(("mockcomms_request_duration_seconds_sum", labelled(labels)), 0)
+
+    before = await figures()
+    async with http.get(api.url("/stream"), headers=api.auth) as stream:
+        assert stream.status == 200
+        await stream.content.readline()  # event: ready
+        await asyncio.sleep(0.3)
+    async with http.ws_connect(api.url(f"/ws?call_id={event['call_id']}"), headers=api.auth) as ws:
+        await ws.receive_json()
+        await asyncio.sleep(0.3)
+
+    # The server notices the closes asynchronously.
+    async with asyncio.timeout(5):
+        while True:
+            after = await figures()
+            if count(after, sse) > count(before, sse) and count(after, websocket) > count(
+                before, websocket
+            ):
+                break
+            await asyncio.sleep(0.05)
+    assert count(after, sse) == count(before, sse) + 1
+    assert count(after, websocket) == count(before, websocket) + 1
+    assert total(after, sse) - total(before, sse) >= 0.3
+    assert total(after, websocket) - total(before, websocket) >= 0.3

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shlex
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import asyncpg
+from redis import Redis as SyncRedis
+from rq import Worker
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from core import keys
 from devstack.databases import scratch_database
@@ -133,7 +141,7 @@ async def test_every_process_stops_within_two_seconds_of_sigterm(platform_factor
     """Process managers, docker and systemd send SIGTERM and wait; none of ours may need a
     SIGKILL."""
     own = await platform_factory(workers=1)
-    for name in ("worker0", "scheduler", "api"):
+    for name in ("worker1", "scheduler", "api"):
         process = own.processes[name]
         process.signal(signal.SIGTERM)
         exited = await asyncio.to_thread(process.popen.wait, 2)
@@ -189,3 +197,149 @@ async def test_the_api_ends_its_streams_cleanly_and_stops_within_two_seconds_wit
         assert ends[900:] == [(aiohttp.WSMsgType.CLOSE, 1001)] * 100
     assert api.popen.returncode == 0
     assert stopped_s < 2, f"the API took {stopped_s:.2f} s to stop"
+
+
+async def test_a_killed_workers_drain_job_is_deleted_not_failed_and_the_worker_unlisted(
+    platform_factory, make_api
+) -> None:
+    """A worker killed mid-job: nothing was lost (upkeep resumes its timers), so its job does
+    not land in RQ's failed registry (AbandonedJobError) as RQ's maintenance would put it there,
+    and the worker leaves RQ's list of workers within PROCESS_DEAD_AFTER_MS."""
+    own = await platform_factory({"TIME_SCALE": "0.2", "PROCESS_DEAD_AFTER_MS": "1000"}, workers=2)
+    api = await make_api(max_concurrent=1000, max_cps=1000, on=own)
+    rq = SyncRedis.from_url(own.redis_url)
+    started = StartedJobRegistry(keys.TIMERS_QUEUE, connection=rq)
+    # Calls created over two seconds keep timers due, so the workers' drain jobs run long.
+    creating = asyncio.gather(*(delayed(i * 0.01, api.create_call()) for i in range(200)))
+
+    def running_job() -> tuple[Job, Worker] | None:
+        for job_id in started.get_job_ids(cleanup=False):
+            with contextlib.suppress(NoSuchJobError):
+                job = Job.fetch(job_id, connection=rq)
+                worker = Worker.find_by_key(
+                    Worker.redis_worker_namespace_prefix + (job.worker_name or ""), connection=rq
+                )
+                if worker is not None:
+                    return job, worker
+        return None
+
+    async with asyncio.timeout(10):
+        while True:
+            found = await asyncio.to_thread(running_job)
+            if found is not None:
+                job, worker = found
+                process = next(p for p in own.processes.values() if p.pid == worker.pid)
+                process.kill()
+                if await asyncio.to_thread(job.get_status) == JobStatus.STARTED:
+                    break  # killed mid-job
+                own.add(f"{process.name}-again", "worker")  # the job ended first: again
+            await asyncio.sleep(0.01)
+    results = await creating
+    ids = [body["call_id"] for status, body, _ in results if status == 201]
+    assert len(ids) == 200
+
+    async with asyncio.timeout(5):
+        while True:
+            listed = {w.name for w in await asyncio.to_thread(Worker.all, connection=rq)}
+            if worker.name not in listed:
+                break
+            await asyncio.sleep(0.1)
+    assert not await asyncio.to_thread(job.exists, job.id, rq)
+    for call_id in ids:
+        await api.wait_recorded(call_id, timeout=30)
+
+    # What RQ's own maintenance does some minutes later, once the live workers' jobs are done:
+    # nothing is left for it to fail.
+    async with asyncio.timeout(5):
+        while True:
+            if not await asyncio.to_thread(started.get_job_ids, cleanup=False):
+                break
+            await asyncio.sleep(0.05)
+    await asyncio.to_thread(started.cleanup, time.time() + 3600)
+    assert FailedJobRegistry(keys.TIMERS_QUEUE, connection=rq).count == 0
+    rq.close()
+
+
+async def delayed(delay_s: float, coro: Awaitable[Any]) -> Any:
+    await asyncio.sleep(delay_s)
+    return await coro
+
+
+async def test_a_worker_taken_for_dead_while_it_stalled_is_listed_again_when_it_goes_on(
+    platform_factory, make_api
+) -> None:
+    own = await platform_factory({"PROCESS_DEAD_AFTER_MS": "1000"}, workers=1)
+    api = await make_api(on=own)
+    rq = SyncRedis.from_url(own.redis_url)
+    worker = own.processes["worker1"]
+
+    async def listed() -> set[int]:
+        return {w.pid for w in await asyncio.to_thread(Worker.all, connection=rq)}
+
+    async def until(predicate: Callable[[set[int]], bool]) -> None:
+        async with asyncio.timeout(5):
+            while True:
+                if predicate(await listed()):
+                    return
+                await asyncio.sleep(0.1)
+
+    await until(lambda pids: worker.pid in pids)
+    worker.signal(signal.SIGSTOP)
+    try:
+        await until(lambda pids: worker.pid not in pids)
+    finally:
+        worker.signal(signal.SIGCONT)
+    await until(lambda pids: worker.pid in pids)
+    _, created, _ = await api.create_call()
+    await api.wait_recorded(created["call_id"])
+    rq.close()
+
+
+async def test_a_process_whose_pools_may_not_fit_says_so_at_start_and_runs(
+    tmp_path_factory,
+) -> None:
+    # 30 connections, 3 of them for superusers: an API process at DB_POOL_MAX 20 may open 32.
+    own = Platform(
+        tmp_path_factory.mktemp("connections"),
+        settings={"DB_POOL_MAX": "20"},
+        private_postgres=True,
+        postgres_config="max_connections = 30\n",
+    )
+    try:
+        await own.start()
+
+        def warnings(process: str) -> list[dict]:
+            text = own.processes[process].log_path.read_text()
+            return [
+                json.loads(line)
+                for line in text.splitlines()
+                if line.startswith("{") and '"level":"warning"' in line
+            ]
+
+        # Lines leave through a writer thread: the API may answer before its first is out.
+        async with asyncio.timeout(5):
+            while True:
+                room = [w for w in warnings("api") if w["msg"].startswith("PostgreSQL has room")]
+                if room:
+                    break
+                await asyncio.sleep(0.05)
+        (said,) = room
+        assert said["connections_max"] == 32 and said["max_connections"] == 30
+        assert said["connections_left"] <= 27
+        assert (
+            f"PostgreSQL has room for {said['connections_left']} more connections"
+            " (max_connections 30, 3 reserved for superusers," in said["msg"]
+        )
+        assert (
+            "but this api process may open up to 32 (DB_POOL_MAX 20 + 12 for its batched"
+            " writes)" in said["msg"]
+        )
+        assert "Lower DB_POOL_MAX" in said["msg"]
+        # The worker (8) and the scheduler (4) fit: nothing said at WARNING.
+        for process in ("worker1", "scheduler"):
+            assert not [w for w in warnings(process) if "PostgreSQL" in w["msg"]], process
+        # It runs all the same.
+        async with aiohttp.ClientSession() as http, http.get(own.base_url + "/ready") as ready:
+            assert ready.status == 200
+    finally:
+        await own.stop()

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from calls.stores import Stores
+from calls.stores import Pools, Stores
 from core.settings import Settings
 from db import calls as db_calls
 from db.pool import create_pool
@@ -125,7 +125,7 @@ async def test_the_api_opens_a_lookups_pool_of_its_own_when_asked(
 ) -> None:
     # Redis is never reached: the clients connect on first use.
     settings = Settings(_env_file=None, database_url=scratch_dsn, redis_url="redis://127.0.0.1:1")
-    stores = await Stores.open(settings, pool_max=2, lookups_max=lookups_max)
+    stores = await Stores.open(settings, Pools("api", 2, lookups_max or 0))
     try:
         general = await stores.pool.fetchval("SHOW plan_cache_mode")
         lookups = await stores.lookups.fetchval("SHOW plan_cache_mode")

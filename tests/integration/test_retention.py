@@ -159,10 +159,12 @@ async def stats_rows(pg: asyncpg.Connection, key_id: str) -> dict[str, int]:
     return found
 
 
-async def an_answered_queue_call(api: Api) -> None:
+async def an_answered_queue_call(api: Api, **initiated: str) -> None:
     """A call counted in a queue's statistics and an agent's, once upkeep folds it."""
     _, started, _ = await api.request(
-        "POST", "/events", json={"event": "call_initiated", "type": "voice", "queue_id": "q"}
+        "POST",
+        "/events",
+        json={"event": "call_initiated", "type": "voice", "queue_id": "q"} | initiated,
     )
     call_id = started["call_id"]
     for body in (
@@ -197,7 +199,7 @@ async def test_minute_statistics_go_after_retention_and_hours_and_days_stay(
         await wait_until(folded, "the statistics were never folded")
         for table in ("queue_stats", "agent_stats"):
             await pg.execute(
-                f"UPDATE {table} SET starts_at = starts_at - interval '1 day'"
+                f"UPDATE {table} SET folded_at = folded_at - interval '1 day'"
                 " WHERE api_key_id = $1 AND span = 'minute'",
                 key_id,
             )
@@ -236,5 +238,27 @@ async def test_a_deleted_keys_statistics_go_before_its_row(keeping_little: Platf
         await wait_until(key_gone, "the deleted key's row was never dropped")
         assert not any((await stats_rows(pg, key_id)).values())
         assert not await pg.fetchval("SELECT count(*) FROM calls WHERE api_key_id = $1", key_id)
+    finally:
+        await pg.close()
+
+
+async def test_an_imported_calls_minutes_are_kept_as_long_as_the_call(
+    keeping_little: Platform, http
+) -> None:
+    """Statistics age as calls do, from when the platform stored them: a call that started a
+    year ago by its sender's clock keeps its minute's figures."""
+    api = Api(http, keeping_little, await keeping_little.new_key())
+    await an_answered_queue_call(api, occurred_at="2025-12-05T10:00:00Z")
+    pg = await asyncpg.connect(keeping_little.dsn)
+    try:
+        key_id = await pg.fetchval("SELECT api_key_id FROM calls ORDER BY created_at DESC LIMIT 1")
+
+        async def folded() -> bool:
+            return (await stats_rows(pg, key_id)).get("queue_stats:minute") == 1
+
+        await wait_until(folded, "the statistics were never folded")
+        await asyncio.sleep(1)  # five purge passes (RECONCILE_INTERVAL_MS 200)
+        rows = await stats_rows(pg, key_id)
+        assert rows["queue_stats:minute"] == rows["agent_stats:minute"] == 1, rows
     finally:
         await pg.close()

@@ -192,3 +192,28 @@ async def test_an_upload_the_store_refuses_is_retried_with_backoff_until_it_is_s
     stored = await recording_row(own, created["call_id"])
     assert stored["status"] == "uploaded" and stored["attempts"] >= 2
     assert await moto.keys(bucket) == [f"{PREFIX}{created['call_id']}.wav"]
+
+
+async def test_the_signed_url_names_the_stores_public_endpoint_when_it_differs(
+    moto: S3Server,
+    bucket: str,
+    platform_factory: Callable[..., Awaitable[Platform]],
+    http: aiohttp.ClientSession,
+) -> None:
+    # The platform reaches the store at 127.0.0.1 (Compose: minio:9000); its owners at
+    # localhost (Compose: the host's published port).
+    public = moto.url.replace("127.0.0.1", "localhost")
+    await moto.create_bucket(bucket)
+    own = await platform_factory(moto.settings(bucket) | {"S3_PUBLIC_ENDPOINT_URL": public})
+    owner = Api(http, own, await own.new_key(max_concurrent=10, max_cps=10))
+    _, created, _ = await owner.create_call()
+    call = await owner.wait_recorded(created["call_id"])
+
+    async with http.get(call["recording_url"], headers=owner.auth, allow_redirects=False) as sent:
+        assert sent.status == 302
+        location = sent.headers["Location"]
+    assert location.startswith(f"{public}/{bucket}/{PREFIX}{created['call_id']}.wav?")
+    assert "X-Amz-SignedHeaders=host" in location
+    async with http.get(location) as response:
+        assert response.status == 200
+        assert await response.read() == RECORDING.read_bytes()

@@ -451,6 +451,53 @@ async def test_closing_a_stream_frees_its_place_and_refused_ones_take_none(
     await wait_streams(api, 0)
 
 
+async def test_the_cap_counts_a_keys_streams_on_every_api_process_and_a_dead_ones_go_back(
+    platform_factory, http: aiohttp.ClientSession
+) -> None:
+    own = await platform_factory(
+        {"MAX_STREAMS_PER_KEY": str(STREAM_CAP), "PROCESS_DEAD_AFTER_MS": "1000"}
+    )
+    port = free_port()
+    own.add("api2", "api", {"PORT": str(port)})
+    key = await own.new_key()
+    first_api = Api(http, own, key)
+    second_api = Api(http, own, key, base_url=f"http://127.0.0.1:{port}")
+    call_id = await ingested_call(first_api)
+    async with asyncio.timeout(20):
+        while True:
+            with contextlib.suppress(aiohttp.ClientError):
+                if (await second_api.request("GET", "/calls"))[0] == 200:
+                    break
+            await asyncio.sleep(0.1)
+
+    async with contextlib.AsyncExitStack() as held:
+        for _ in range(2):
+            await held.enter_async_context(open_sse(http, first_api.url("/stream"), first_api.auth))
+        await held.enter_async_context(open_sse(http, second_api.url("/stream"), second_api.auth))
+
+        # Three streams over two processes: the key is at its cap on both.
+        for api in (first_api, second_api):
+            assert (await refused_stream(api, "key", call_id))[:2] == (429, TOO_MANY)
+
+        # The first process dies with its two streams open: they are given back once its count
+        # lapses (PROCESS_DEAD_AFTER_MS, 1 s here), and the second process opens two more.
+        own.processes["api"].kill()
+        killed_at = time.monotonic()
+        async with asyncio.timeout(5):
+            while True:
+                async with http.get(second_api.url("/stream"), headers=second_api.auth) as probe:
+                    if probe.status == 200:
+                        break  # the probe's stream closes here, and is given back
+                await asyncio.sleep(0.1)
+        assert time.monotonic() - killed_at >= 0.9
+        await wait_streams(second_api, 1)
+        for _ in range(2):
+            await held.enter_async_context(
+                open_sse(http, second_api.url("/stream"), second_api.auth)
+            )
+        assert (await refused_stream(second_api, "key", call_id))[:2] == (429, TOO_MANY)
+
+
 # -- no secret in any log --------------------------------------------------------------------------
 
 

@@ -62,12 +62,22 @@ def test_every_scenario_is_named_and_the_quick_load_is_lighter() -> None:
         "limits",
         "sse",
         "callbacks",
+        "failover",
         "purge",
     ]
     assert all(t.kind in ("min", "max") for t in TARGETS.values())
     assert QUICK.duration_s < FULL.duration_s and QUICK.sse_streams < FULL.sse_streams
     assert FULL.knee_rates[0] == FULL.e2e_rate and list(FULL.knee_rates) == sorted(FULL.knee_rates)
     assert QUICK.callbacks_rate < FULL.callbacks_rate == 250
+    # Issue 20's load: 100 calls/s; a smoke run is shorter.
+    assert QUICK.failover_duration_s < FULL.failover_duration_s
+    assert FULL.failover_rate == 100
+
+
+def test_a_failover_lateness_under_a_second_passes() -> None:
+    # The histogram's bucket bounds: ≤ 1,000 ms is under the target's second; the next is 2.5 s.
+    assert Figure("failover_lateness_max_ms", "tuned", 1000).passed is True
+    assert Figure("failover_lateness_max_ms", "tuned", 2500).passed is False
 
 
 def test_a_knee_rate_is_held_only_with_nothing_lost_the_rate_kept_and_timers_on_time() -> None:

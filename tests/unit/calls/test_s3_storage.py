@@ -192,6 +192,39 @@ async def test_s3_locate_signs_a_get_of_the_key_at_the_endpoint_without_calling_
     assert query["response-content-disposition"] == [f'inline; filename="{CALL_ID}.wav"']
 
 
+async def test_s3_locate_signs_for_the_public_endpoint_when_one_is_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    # The platform reaches the store as minio:9000 (Compose); owners at the host's port.
+    public = S3Storage(
+        "calls-bucket",
+        endpoint_url="http://minio:9000",
+        public_endpoint_url="http://localhost:9000",
+    )
+    direct = S3Storage("calls-bucket", endpoint_url="http://localhost:9000")
+    try:
+        signed = await public.locate(f"recordings/{CALL_ID}.wav", f"{CALL_ID}.wav")
+        expected = await direct.locate(f"recordings/{CALL_ID}.wav", f"{CALL_ID}.wav")
+    finally:
+        await public.aclose()
+        await direct.aclose()
+
+    assert isinstance(signed, Redirect) and isinstance(expected, Redirect)
+    url = urlsplit(signed.url)
+    assert (url.scheme, url.netloc) == ("http", "localhost:9000")
+    # Signed for that host: what a client of the store at that address would sign (the
+    # signatures match when made in the same second).
+    query, wanted = parse_qs(url.query), parse_qs(urlsplit(expected.url).query)
+    if query["X-Amz-Date"] == wanted["X-Amz-Date"]:
+        assert query["X-Amz-Signature"] == wanted["X-Amz-Signature"]
+
+
 def test_without_a_bucket_recordings_stay_in_the_local_directory() -> None:
     settings = Settings(_env_file=None, recordings_dir="/srv/recordings")
 
@@ -206,6 +239,7 @@ def test_a_bucket_chooses_s3_with_the_s3_settings() -> None:
         _env_file=None,
         s3_bucket="calls-bucket",
         s3_endpoint_url="http://minio:9000",
+        s3_public_endpoint_url="http://localhost:9000",
         s3_region="eu-west-1",
         s3_prefix="prod/recordings/",
         s3_presign_ttl_s=600,
@@ -220,6 +254,7 @@ def test_a_bucket_chooses_s3_with_the_s3_settings() -> None:
         "eu-west-1",
     )
     assert (storage.prefix, storage.presign_ttl_s) == ("prod/recordings/", 600)
+    assert storage.public_endpoint_url == "http://localhost:9000"
 
 
 def test_an_empty_endpoint_means_aws_itself(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,7 +1,9 @@
-"""The scheduler starts a draining job per kind of due timer, and never piles them up."""
+"""Every scheduler starts draining jobs for due timers, and none piles them up: a job waiting in
+the queue, or another scheduler starting one, is enough."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from collections.abc import AsyncIterator
 
@@ -14,7 +16,7 @@ from rq import Queue
 from calls.timers import Timers
 from core import keys
 from core.clock import now_ms
-from scheduler.dispatch import DRAIN_JOB, Dispatcher
+from scheduler.dispatch import CLAIM_TTL_MS, DRAIN_JOB, Dispatcher
 
 
 @pytest.fixture
@@ -38,7 +40,7 @@ def rq_connection(server: FakeServer) -> fakeredis.FakeRedis:
 
 @pytest.fixture
 def dispatcher(redis: FakeRedis, rq_connection: fakeredis.FakeRedis) -> Dispatcher:
-    return Dispatcher(redis, rq_connection)
+    return Dispatcher(redis, rq_connection, "scheduler-a")
 
 
 def queued(rq_connection: fakeredis.FakeRedis) -> list[str]:
@@ -102,3 +104,45 @@ async def test_once_a_worker_took_the_job_another_is_started_for_what_is_still_d
 def test_the_job_the_scheduler_starts_exists() -> None:
     module, _, name = DRAIN_JOB.rpartition(".")
     assert callable(getattr(importlib.import_module(module), name))
+
+
+async def test_of_two_schedulers_passing_at_once_one_starts_the_job(
+    dispatcher: Dispatcher, redis: FakeRedis, rq_connection: fakeredis.FakeRedis
+) -> None:
+    other = Dispatcher(redis, rq_connection, "scheduler-b")
+    await Timers.schedule(redis, "adv:call-1:1:QUEUED", now_ms() - 10)
+
+    started = await asyncio.gather(dispatcher.pass_once(), other.pass_once())
+
+    assert sorted(start for start, _ in started) == [False, True]
+    assert queued(rq_connection) == [DRAIN_JOB]
+
+
+async def test_another_scheduler_starts_the_next_job_once_the_first_is_taken(
+    dispatcher: Dispatcher, redis: FakeRedis, rq_connection: fakeredis.FakeRedis
+) -> None:
+    other = Dispatcher(redis, rq_connection, "scheduler-b")
+    await Timers.schedule(redis, "adv:call-1:1:QUEUED", now_ms() - 10)
+    await dispatcher.pass_once()
+    Queue(keys.TIMERS_QUEUE, connection=rq_connection).pop_job_id()  # a worker took it
+
+    # The claim went with the enqueue: nothing waits for it to lapse.
+    started, _ = await other.pass_once()
+
+    assert started
+    assert await redis.get(keys.DISPATCH_CLAIM) is None
+
+
+async def test_a_claim_left_by_a_scheduler_that_died_lapses_within_its_lifetime(
+    dispatcher: Dispatcher, redis: FakeRedis, rq_connection: fakeredis.FakeRedis
+) -> None:
+    # Taken by a scheduler killed between its check and its enqueue.
+    await redis.set(keys.DISPATCH_CLAIM, "scheduler-dead", px=CLAIM_TTL_MS)
+    await Timers.schedule(redis, "adv:call-1:1:QUEUED", now_ms() - 10)
+
+    held_off, _ = await dispatcher.pass_once()
+    await asyncio.sleep(CLAIM_TTL_MS / 1000 + 0.05)
+    started, _ = await dispatcher.pass_once()
+
+    assert (held_off, started) == (False, True)
+    assert queued(rq_connection) == [DRAIN_JOB]
